@@ -1,0 +1,10 @@
+//! Pure domain logic: types, trigger policy, formatting, cursor rules and wire shapes. No I/O, so every
+//! rule here is unit-tested without a database, a container or a clock.
+
+pub mod cursor;
+pub mod format;
+pub mod redact;
+pub mod time;
+pub mod trigger;
+pub mod types;
+pub mod wire;

@@ -1,0 +1,128 @@
+//! Serialized shapes that cross a process or version boundary. Defined once here and used by every
+//! reader and writer; changing one is a compatibility decision.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `registered_groups.container_config` JSON (contract §1.7). Unknown keys are kept so a value written by
+/// another release survives a round trip through ours.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_mounts: Option<Vec<AdditionalMount>>,
+    /// Per-group hard timeout in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<serde_json::Number>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// One requested extra mount; validated against the allowlist before use (contract §9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdditionalMount {
+    pub host_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly: Option<bool>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// `data/registered_groups.json` entry written by pre-SQLite releases (contract §2.4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LegacyGroup {
+    pub name: String,
+    pub folder: String,
+    pub trigger: String,
+    #[serde(rename = "added_at")]
+    pub added_at: String,
+    #[serde(default)]
+    pub container_config: Option<ContainerConfig>,
+    #[serde(default)]
+    pub requires_trigger: Option<bool>,
+}
+
+/// `data/router_state.json` written by pre-SQLite releases (contract §2.4).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LegacyRouterState {
+    #[serde(default)]
+    pub last_timestamp: Option<String>,
+    #[serde(default)]
+    pub last_agent_timestamp: Option<BTreeMap<String, String>>,
+}
+
+/// The one JSON object written to a run's stdin, then stdin is closed (contract §7.7).
+/// Absent optional keys are omitted, never `null`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerInput {
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    pub group_folder: String,
+    pub chat_jid: String,
+    pub is_main: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_scheduled_task: bool,
+}
+
+/// `status` of an output frame (contract §7.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameStatus {
+    Success,
+    Error,
+}
+
+/// One output frame's JSON payload (contract §7.8). `result: null` is a session-update frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputFrame {
+    pub status: FrameStatus,
+    /// A string normally; any other JSON value is serialized to text by the consumer (contract §4.7).
+    #[serde(default)]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Frame sentinels on the runner's stdout (contract §7.8).
+pub const OUTPUT_START_MARKER: &str = "---NANOCLAW_OUTPUT_START---";
+pub const OUTPUT_END_MARKER: &str = "---NANOCLAW_OUTPUT_END---";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_input_omits_absent_keys() {
+        let input = ContainerInput {
+            prompt: "p".into(),
+            session_id: None,
+            group_folder: "main".into(),
+            chat_jid: "j".into(),
+            is_main: true,
+            is_scheduled_task: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&input).unwrap(),
+            r#"{"prompt":"p","groupFolder":"main","chatJid":"j","isMain":true}"#
+        );
+    }
+
+    #[test]
+    fn container_config_round_trips_unknown_keys() {
+        let text = r#"{"additionalMounts":[{"hostPath":"~/x","readonly":true,"future":1}],"timeout":600000,"other":"kept"}"#;
+        let cfg: ContainerConfig = serde_json::from_str(text).unwrap();
+        let back: serde_json::Value = serde_json::to_value(&cfg).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(back, orig);
+    }
+}

@@ -1,0 +1,14 @@
+//! nanoclaw: an embedded-first personal-assistant host.
+//!
+//! Chat messages arrive on a channel, are stored, queued per group, and answered by an agent that runs
+//! in a locked-down container. Major components, one module each:
+//!
+//! - [`core`]: pure domain logic: types, trigger policy, formatting, cursor rules, wire shapes, redaction.
+//! - [`store`]: the SQLite database: schema compatible with the original host, versioned additive migrations.
+//! - [`host`]: the binary's edge: configuration, telemetry, `doctor` checks.
+//!
+//! See `ARCHITECTURE.md` for the map and the invariants.
+
+pub mod core;
+pub mod host;
+pub mod store;
