@@ -3,6 +3,7 @@
 
 pub mod cursor;
 pub mod format;
+pub mod mount_policy;
 pub mod redact;
 pub mod time;
 pub mod trigger;
