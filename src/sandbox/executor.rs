@@ -44,15 +44,26 @@ impl SandboxExecutor {
     }
 }
 
-/// Every catchable signal back to SIG_DFL, and an empty mask.
+/// Every catchable signal back to SIG_DFL, and an empty mask. The raw syscall is used because
+/// libc wrappers refuse the real-time signals libc reserves for itself (32, 33), which were seen
+/// ignored in the workload otherwise.
 pub fn reset_signals() {
-    for sig in 1..=31 {
+    // The kernel's `struct sigaction` with SIG_DFL (0), no flags and an empty mask is all zeros
+    // on x86_64 and aarch64.
+    let dfl = [0u64; 4];
+    for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: setting the default disposition of a valid signal number has no memory effects.
+        // SAFETY: rt_sigaction reads a zeroed, properly sized struct; old action not requested.
         unsafe {
-            libc::signal(sig, libc::SIG_DFL);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                8usize,
+            );
         }
     }
     // SAFETY: an empty set built by sigemptyset, passed by pointer to sigprocmask.

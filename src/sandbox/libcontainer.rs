@@ -147,12 +147,7 @@ impl LibcontainerBackend {
         let handle = RunHandle::new(spec.run_id.clone(), rx, kill);
         let guard = LiveGuard::new(self.live.clone());
         let backend = self.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            Supervisor::new(backend, spec, tx)
-                .run(child, control, stop_rx)
-                .await;
-        });
+        tokio::spawn(Supervisor::new(backend, spec, tx, guard).run(child, control, stop_rx));
         Ok(handle)
     }
 
@@ -344,10 +339,17 @@ struct Supervisor {
     stop_requested: bool,
     final_event: Option<Event>,
     lost: Option<String>,
+    started: bool,
+    live: Option<LiveGuard>,
 }
 
 impl Supervisor {
-    fn new(backend: LibcontainerBackend, spec: RunSpec, tx: mpsc::Sender<RunEvent>) -> Self {
+    fn new(
+        backend: LibcontainerBackend,
+        spec: RunSpec,
+        tx: mpsc::Sender<RunEvent>,
+        live: LiveGuard,
+    ) -> Self {
         let started_at = Instant::now();
         Self {
             deadline: started_at + spec.timeout,
@@ -365,6 +367,8 @@ impl Supervisor {
             stop_requested: false,
             final_event: None,
             lost: None,
+            started: false,
+            live: Some(live),
         }
     }
 
@@ -425,7 +429,10 @@ impl Supervisor {
             Event::Created { pid, cgroup } => {
                 debug!(run = %self.spec.run_id, pid, %cgroup, "container created")
             }
-            Event::Started => self.emit(RunEvent::Started).await,
+            Event::Started => {
+                self.started = true;
+                self.emit(RunEvent::Started).await
+            }
             Event::Log { level, line } => log_helper_line(&self.spec.run_id, &level, &line),
             Event::Exited { .. } | Event::Failed { .. } => self.final_event = Some(ev),
             Event::Cleaned { .. } => debug!("unexpected cleaned event"),
@@ -469,7 +476,8 @@ impl Supervisor {
             let far = Instant::now() + Duration::from_secs(86_400);
             tokio::select! {
                 _ = &mut stdin_fut, if !stdin_done => stdin_done = true,
-                n = read_some(&mut stdout, &mut out_buf), if !out_eof => {
+                // Output only exists after exec; waiting for `started` keeps that event first.
+                n = read_some(&mut stdout, &mut out_buf), if !out_eof && (self.started || self.final_event.is_some() || child_status.is_some()) => {
                     if n == 0 { out_eof = true } else { self.on_stdout(&out_buf[..n]).await }
                 }
                 n = read_some(&mut stderr, &mut err_buf), if !err_eof => {
@@ -610,6 +618,8 @@ impl Supervisor {
                 Err(e) => warn!(run = %self.spec.run_id, error = %e, "run log task failed"),
             }
         }
+        // Everything is cleaned up: the run no longer counts as live once its outcome is out.
+        self.live.take();
         self.emit(RunEvent::Finished(outcome)).await;
     }
 }

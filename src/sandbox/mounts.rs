@@ -97,8 +97,9 @@ impl DataLayout {
     }
 }
 
-/// Creates `path` (and parents) if missing, then insists it is a real directory path.
-fn real_dir(path: &Path) -> Result<PathBuf, MountsError> {
+/// Creates `path` (and parents) if missing, then insists it is a real directory path. With `owner`,
+/// the directory is handed to the run's uid/gid so the non-root workload can write in it.
+fn real_dir(path: &Path, owner: Option<(u32, u32)>) -> Result<PathBuf, MountsError> {
     let io_err = |err| MountsError::Io {
         path: path.to_path_buf(),
         err,
@@ -113,20 +114,30 @@ fn real_dir(path: &Path) -> Result<PathBuf, MountsError> {
             real,
         });
     }
-    if !fs::metadata(&real).map_err(io_err)?.is_dir() {
+    let meta = fs::symlink_metadata(&real).map_err(io_err)?;
+    if !meta.is_dir() {
         return Err(io_err(io::Error::new(
             io::ErrorKind::NotADirectory,
             "not a directory",
         )));
     }
+    if let Some((uid, gid)) = owner {
+        use std::os::unix::fs::MetadataExt;
+        if meta.uid() != uid || meta.gid() != gid {
+            // lchown: `real` was just checked to be a directory, not a link.
+            std::os::unix::fs::lchown(&real, Some(uid), Some(gid)).map_err(io_err)?;
+        }
+    }
     Ok(real)
 }
 
 /// The bind mounts of one run of `folder` (contract §7.4 with the fixes above), followed by the
-/// validated additional mounts. `layout.data_dir` must itself be a real path.
+/// validated additional mounts. `layout.data_dir` must itself be a real path. The group's writable
+/// directories are created if missing and owned by `owner` (the run's uid, gid).
 pub fn group_mounts(
     layout: &DataLayout,
     folder: &str,
+    owner: (u32, u32),
     extra: &[ValidatedMount],
 ) -> Result<Vec<BindMount>, MountsError> {
     let is_main = folder == MAIN_GROUP_FOLDER;
@@ -142,28 +153,32 @@ pub fn group_mounts(
     let mut mounts = Vec::new();
     if is_main {
         mounts.push(bind(
-            real_dir(&layout.data_dir.join("groups"))?,
+            real_dir(&layout.data_dir.join("groups"), None)?,
             PROJECT_GROUPS_MOUNT,
             false,
         ));
     }
     mounts.push(bind(
-        real_dir(&layout.group_dir(folder))?,
+        real_dir(&layout.group_dir(folder), Some(owner))?,
         GROUP_MOUNT,
         false,
     ));
     if !is_main {
         let global = layout.group_dir(GLOBAL_FOLDER);
         if global.is_dir() {
-            mounts.push(bind(real_dir(&global)?, GLOBAL_MOUNT, true));
+            mounts.push(bind(real_dir(&global, None)?, GLOBAL_MOUNT, true));
         }
     }
     mounts.push(bind(
-        real_dir(&layout.session_dir(folder))?,
+        real_dir(&layout.session_dir(folder), Some(owner))?,
         SESSION_MOUNT,
         false,
     ));
-    mounts.push(bind(real_dir(&layout.ipc_dir(folder))?, IPC_MOUNT, false));
+    mounts.push(bind(
+        real_dir(&layout.ipc_dir(folder), Some(owner))?,
+        IPC_MOUNT,
+        false,
+    ));
     for m in extra {
         mounts.push(BindMount {
             source: m.host_path.clone(),
@@ -247,6 +262,14 @@ mod tests {
 
     use super::*;
 
+    /// The test process's own ids, so the tests need no root.
+    fn owner() -> (u32, u32) {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    }
+
     fn layout() -> (tempfile::TempDir, DataLayout) {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().canonicalize().unwrap();
@@ -263,7 +286,7 @@ mod tests {
     fn non_main_table() {
         let (_t, l) = layout();
         fs::create_dir_all(l.group_dir("global")).unwrap();
-        let m = group_mounts(&l, "family", &[]).unwrap();
+        let m = group_mounts(&l, "family", owner(), &[]).unwrap();
         assert_eq!(
             dests(&m),
             vec![
@@ -280,7 +303,7 @@ mod tests {
     #[test]
     fn main_table_has_groups_but_no_global_and_no_database() {
         let (_t, l) = layout();
-        let m = group_mounts(&l, "main", &[]).unwrap();
+        let m = group_mounts(&l, "main", owner(), &[]).unwrap();
         assert_eq!(
             dests(&m),
             vec![
@@ -301,10 +324,10 @@ mod tests {
             container_path: "/workspace/extra/x".into(),
             readonly: false,
         };
-        let m = group_mounts(&l, "family", std::slice::from_ref(&extra)).unwrap();
+        let m = group_mounts(&l, "family", owner(), std::slice::from_ref(&extra)).unwrap();
         assert_eq!(m.last().unwrap().destination, "/workspace/extra/x");
         assert!(m.last().unwrap().readonly);
-        let m = group_mounts(&l, "main", &[extra]).unwrap();
+        let m = group_mounts(&l, "main", owner(), &[extra]).unwrap();
         assert!(!m.last().unwrap().readonly);
     }
 
@@ -313,13 +336,13 @@ mod tests {
         let (_t, l) = layout();
         fs::create_dir_all(l.data_dir.join("sessions")).unwrap();
         std::os::unix::fs::symlink("/etc", l.session_dir("family")).unwrap();
-        let err = group_mounts(&l, "family", &[]).unwrap_err();
+        let err = group_mounts(&l, "family", owner(), &[]).unwrap_err();
         assert!(
             err.to_string().contains("refusing to follow symlinks"),
             "{err}"
         );
-        assert!(group_mounts(&l, "../x", &[]).is_err());
-        assert!(group_mounts(&l, "global", &[]).is_err());
+        assert!(group_mounts(&l, "../x", owner(), &[]).is_err());
+        assert!(group_mounts(&l, "global", owner(), &[]).is_err());
     }
 
     #[test]
