@@ -121,7 +121,7 @@ pub struct CgroupHost {
     pub root: PathBuf,
     /// The layout.
     pub mode: CgroupMode,
-    /// v1 only: controller name → mount point.
+    /// v1 only: every enabled and mounted controller → its mount point.
     pub v1_mounts: BTreeMap<String, PathBuf>,
     /// Whether swap can be limited (v2 `memory.swap.max`, v1 `memory.memsw.*`). Without swap
     /// accounting a run can still not use more swap than exists; see [`CgroupHost::probe`].
@@ -179,17 +179,19 @@ impl CgroupHost {
             CgroupMode::V1 => {
                 let enabled = parse_proc_cgroups(proc_cgroups);
                 let mounts = parse_v1_mounts(mountinfo);
-                let mut v1_mounts = BTreeMap::new();
+                // Every enabled, mounted controller: libcontainer creates the run's dir in each.
+                let v1_mounts: BTreeMap<String, PathBuf> = mounts
+                    .into_iter()
+                    .filter(|(c, _)| enabled.get(c) == Some(&true))
+                    .collect();
                 for c in V1_REQUIRED {
-                    let mount = mounts.get(c).filter(|_| enabled.get(c) == Some(&true));
-                    let Some(mount) = mount else {
+                    if !v1_mounts.contains_key(c) {
                         return Err(CgroupError::MissingController {
                             controller: c.into(),
                             mode,
                             hint: hint_for(c),
                         });
-                    };
-                    v1_mounts.insert(c.to_string(), mount.clone());
+                    }
                 }
                 let quota = v1_mounts["cpu"].join("cpu.cfs_quota_us");
                 if !quota.exists() {
@@ -506,6 +508,11 @@ pids\t8\t1\t1
             V1_REQUIRED.len(),
             "one dir per controller"
         );
+        // Mount options and named hierarchies are not controllers.
+        assert!(!host.v1_mounts.contains_key("rw"));
+        let named = format!("{mi}40 25 0:50 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n");
+        let host = CgroupHost::probe(tmp.path(), CgroupMode::V1, PROC_CGROUPS, &named, "").unwrap();
+        assert_eq!(host.v1_mounts.len(), V1_REQUIRED.len());
     }
 
     #[test]
