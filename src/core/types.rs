@@ -235,6 +235,12 @@ pub fn validate_folder(folder: &str, registering_main: bool) -> Result<(), Folde
     Ok(())
 }
 
+/// Group chats are the only chats listed as available groups; DMs and LIDs are stored but never listed
+/// (contract §3.15, §8.12).
+pub fn is_group_jid(jid: &str) -> bool {
+    jid.ends_with("@g.us")
+}
+
 impl fmt::Display for ScheduleType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -255,7 +261,10 @@ mod tests {
     fn folder_validation() {
         assert_eq!(validate_folder("family", false), Ok(()));
         assert_eq!(validate_folder("main", true), Ok(()));
-        assert_eq!(validate_folder("main", false), Err(FolderError::ReservedMain));
+        assert_eq!(
+            validate_folder("main", false),
+            Err(FolderError::ReservedMain)
+        );
         assert!(matches!(
             validate_folder("../main", false),
             Err(FolderError::BadCharacters(_))

@@ -52,8 +52,9 @@ pub struct LegacyGroup {
 pub struct LegacyRouterState {
     #[serde(default)]
     pub last_timestamp: Option<String>,
+    /// Kept as a JSON object so its key order survives re-encoding.
     #[serde(default)]
-    pub last_agent_timestamp: Option<BTreeMap<String, String>>,
+    pub last_agent_timestamp: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The one JSON object written to a run's stdin, then stdin is closed (contract §7.7).

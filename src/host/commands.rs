@@ -1,0 +1,198 @@
+//! Operator commands behind the CLI: `config`, `db`, `doctor`. Each prints to stdout and returns an exit
+//! code; errors are returned for the binary to print as one line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::host::config::Config;
+use crate::host::doctor::{self, Probe};
+use crate::host::exit;
+use crate::store::{MIGRATIONS, Store, migrations};
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct CommandError {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl CommandError {
+    pub fn new(code: u8, error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code,
+            error: error.into(),
+        }
+    }
+}
+
+pub type CommandResult = Result<u8, CommandError>;
+
+fn db_err(e: impl Into<anyhow::Error>) -> CommandError {
+    CommandError::new(exit::DATABASE, e)
+}
+
+fn io_err(e: std::io::Error) -> CommandError {
+    CommandError::new(exit::FAILURE, e)
+}
+
+/// `config check`: the configuration loaded and validated.
+pub fn config_check(cfg: &Config, source: &Path, out: &mut impl Write) -> CommandResult {
+    writeln!(
+        out,
+        "config ok: {} (assistant {:?}, {} concurrent run(s), timezone {})",
+        source.display(),
+        cfg.assistant_name,
+        cfg.runs.max_concurrent,
+        cfg.timezone
+    )
+    .map_err(io_err)?;
+    Ok(exit::OK)
+}
+
+/// `config show`: the effective configuration, secrets redacted.
+pub fn config_show(cfg: &Config, out: &mut impl Write) -> CommandResult {
+    out.write_all(cfg.to_redacted_toml().as_bytes())
+        .map_err(io_err)?;
+    Ok(exit::OK)
+}
+
+fn print_counts(store: &Store, out: &mut impl Write) -> CommandResult {
+    let stats = store.stats().map_err(db_err)?;
+    for (table, n) in &stats.rows {
+        writeln!(out, "{table:<20}{n:>10}").map_err(io_err)?;
+    }
+    Ok(exit::OK)
+}
+
+fn schema_line(version: u32) -> String {
+    let latest = migrations::latest_version(MIGRATIONS);
+    match version {
+        0 => format!(
+            "schema v0 (original host layout; `nanoclaw db migrate` brings it to v{latest})"
+        ),
+        v if v < latest => format!("schema v{v} (this release migrates it to v{latest})"),
+        v if v > latest => format!(
+            "schema v{v} (newer than this release's v{latest}; compatible, migrations are additive)"
+        ),
+        v => format!("schema v{v} (current)"),
+    }
+}
+
+/// `db check`: opens read-only (nothing is changed), checks integrity, foreign keys and tables, and prints
+/// the row counts.
+pub fn db_check(path: &Path, out: &mut impl Write) -> CommandResult {
+    let store = Store::open_read_only(path).map_err(db_err)?;
+    let stats = store.stats().map_err(db_err)?;
+    writeln!(
+        out,
+        "database {}: {}, journal {}",
+        path.display(),
+        schema_line(stats.schema_version),
+        stats.journal_mode
+    )
+    .map_err(io_err)?;
+    print_counts(&store, out)?;
+    let problems = store.check().map_err(db_err)?;
+    if problems.is_empty() {
+        writeln!(out, "check ok: integrity, foreign keys, tables").map_err(io_err)?;
+        Ok(exit::OK)
+    } else {
+        for p in &problems {
+            writeln!(out, "problem: {p}").map_err(io_err)?;
+        }
+        Err(db_err(anyhow::anyhow!(
+            "{} problem(s) found in {}",
+            problems.len(),
+            path.display()
+        )))
+    }
+}
+
+/// `db stats`: row counts and size figures, read-only.
+pub fn db_stats(path: &Path, out: &mut impl Write) -> CommandResult {
+    let store = Store::open_read_only(path).map_err(db_err)?;
+    let stats = store.stats().map_err(db_err)?;
+    writeln!(
+        out,
+        "database {}: {}",
+        path.display(),
+        schema_line(stats.schema_version)
+    )
+    .map_err(io_err)?;
+    print_counts(&store, out)?;
+    writeln!(
+        out,
+        "{:<20}{:>10}\n{:<20}{:>10}\n{:<20}{:>10}",
+        "page_size",
+        stats.page_size,
+        "page_count",
+        stats.page_count,
+        "journal_mode",
+        stats.journal_mode
+    )
+    .map_err(io_err)?;
+    Ok(exit::OK)
+}
+
+/// `db migrate`: opens read-write, applies pending migrations and imports legacy JSON state.
+pub fn db_migrate(path: &Path, legacy_dir: Option<&Path>, out: &mut impl Write) -> CommandResult {
+    let mut store = Store::open(path).map_err(db_err)?;
+    let m = store.migration().clone();
+    if m.newer_than_build {
+        writeln!(
+            out,
+            "database {} is at schema v{}, newer than this release; left unchanged",
+            path.display(),
+            m.from
+        )
+        .map_err(io_err)?;
+    } else {
+        writeln!(
+            out,
+            "database {}: schema v{} -> v{}",
+            path.display(),
+            m.from,
+            m.to
+        )
+        .map_err(io_err)?;
+    }
+    if let Some(dir) = legacy_dir {
+        let report = store
+            .import_legacy_json(dir)
+            .with_context(|| format!("importing legacy JSON from {}", dir.display()))
+            .map_err(db_err)?;
+        for p in &report.imported {
+            writeln!(out, "imported {}", p.display()).map_err(io_err)?;
+        }
+        for (p, why) in &report.skipped {
+            writeln!(out, "skipped {}: {why}", p.display()).map_err(io_err)?;
+        }
+        for (jid, why) in &report.rejected_groups {
+            writeln!(out, "rejected group {jid}: {why}").map_err(io_err)?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `doctor`: one line per check; exit 0 only when all pass.
+pub fn doctor(cfg: &Config, probe: &Probe, out: &mut impl Write) -> CommandResult {
+    let checks = doctor::run(cfg, probe);
+    for c in &checks {
+        writeln!(out, "{c}").map_err(io_err)?;
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        writeln!(out, "all {} checks passed", checks.len()).map_err(io_err)?;
+        Ok(exit::OK)
+    } else {
+        writeln!(out, "{failed} of {} checks failed", checks.len()).map_err(io_err)?;
+        Ok(exit::CHECKS_FAILED)
+    }
+}
+
+/// The DB path a command uses: `--db`, else the configured one.
+pub fn db_path(explicit: Option<PathBuf>, cfg: &Config) -> PathBuf {
+    explicit.unwrap_or_else(|| cfg.db_path())
+}
