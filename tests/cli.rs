@@ -253,3 +253,10 @@ fn usage_errors_exit_2() {
     let out = nanoclaw(&["db", "explode"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.toml");
+    let out = nanoclaw(&["--config", path, "config", "check"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

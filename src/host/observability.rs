@@ -29,16 +29,19 @@ pub fn choose_sink(target: LogTarget, journal_stream: Option<&str>) -> Sink {
     }
 }
 
-/// A stderr writer that passes each formatted event through [`redact`] before it leaves the process.
+/// Wraps a writer factory so each formatted event passes through [`redact`] before it is written.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RedactingStderr;
+pub struct Redacting<M>(pub M);
 
 /// One event's bytes, redacted and written on drop: the fmt layer writes an event in pieces.
-pub struct RedactingGuard(Vec<u8>);
+pub struct RedactingGuard<W: Write> {
+    buf: Vec<u8>,
+    inner: W,
+}
 
-impl Write for RedactingGuard {
+impl<W: Write> Write for RedactingGuard<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.extend_from_slice(buf);
+        self.buf.extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -47,18 +50,22 @@ impl Write for RedactingGuard {
     }
 }
 
-impl Drop for RedactingGuard {
+impl<W: Write> Drop for RedactingGuard<W> {
     fn drop(&mut self) {
-        let text = String::from_utf8_lossy(&self.0);
-        let _ = io::stderr().lock().write_all(redact(&text).as_bytes());
+        let text = String::from_utf8_lossy(&self.buf);
+        let _ = self.inner.write_all(redact(&text).as_bytes());
+        let _ = self.inner.flush();
     }
 }
 
-impl<'a> MakeWriter<'a> for RedactingStderr {
-    type Writer = RedactingGuard;
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
+    type Writer = RedactingGuard<M::Writer>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        RedactingGuard(Vec::with_capacity(256))
+        RedactingGuard {
+            buf: Vec::with_capacity(256),
+            inner: self.0.make_writer(),
+        }
     }
 }
 
@@ -91,7 +98,7 @@ pub fn init(level: &str, target: LogTarget) -> Sink {
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(RedactingStderr)
+                .with_writer(Redacting(io::stderr))
                 .with_target(false),
         )
         .try_init();
@@ -100,7 +107,47 @@ pub fn init(level: &str, target: LogTarget) -> Sink {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_are_redacted() {
+        let buf = Buffer::default();
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(Redacting(move || sink.clone()))
+            .finish();
+        let secret = crate::core::redact::Secret::new("registered-secret-value-123".to_string());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                upstream = "x-api-key: sk-ant-api03-abcdefghijklmnop",
+                "forwarding"
+            );
+            tracing::warn!("leaked {}", secret.expose());
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            out.contains("forwarding") && out.contains("leaked"),
+            "{out}"
+        );
+        assert!(!out.contains("sk-ant-api03"), "{out}");
+        assert!(!out.contains("registered-secret-value-123"), "{out}");
+        assert_eq!(out.matches("[REDACTED]").count(), 2, "{out}");
+    }
 
     #[test]
     fn sink_choice() {
