@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use nanoclaw::channel::client::{self, ChatOptions};
 use nanoclaw::host::commands::{self, CommandError};
 use nanoclaw::host::config::{self, Config, DEFAULT_CONFIG_PATH, LogTarget};
 use nanoclaw::host::doctor::Probe;
@@ -36,6 +39,21 @@ enum Command {
     },
     /// Check that this host can run agents: cgroups, namespaces, nftables, image, data dir.
     Doctor,
+    /// Talk to the running host over the local channel.
+    Chat {
+        /// Chat to talk in.
+        #[arg(long, default_value = "local:main")]
+        chat: String,
+        /// Socket of the local channel (default: <run_dir>/local.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// How many earlier messages to show first.
+        #[arg(long, default_value_t = 20)]
+        history: u32,
+        /// After input ends, wait up to this many seconds for a reply (for scripts).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +114,33 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             DbAction::Stats { db } => commands::db_stats(&commands::db_path(db, &cfg), &mut out),
         },
         Command::Doctor => commands::doctor(&cfg, &Probe::system(), &mut out),
+        Command::Chat {
+            chat,
+            socket,
+            history,
+            wait,
+        } => {
+            drop(out);
+            let socket = socket.unwrap_or_else(|| cfg.run_dir.join("local.sock"));
+            let opts = ChatOptions {
+                chat,
+                sender_name: std::env::var("USER").unwrap_or_else(|_| "user".to_string()),
+                history,
+                wait_after_eof: Duration::from_secs(wait),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            rt.block_on(client::run(
+                &socket,
+                &opts,
+                tokio::io::BufReader::new(tokio::io::stdin()),
+                tokio::io::stdout(),
+            ))
+            .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
     }
 }
 
