@@ -142,7 +142,11 @@ impl Env {
 
     /// Nothing of any run is left: state dirs, cgroups, mounts, zombies, supervisors.
     fn assert_clean(&self) {
-        assert_eq!(self.backend.live_runs(), 0, "supervisor tasks still running");
+        assert_eq!(
+            self.backend.live_runs(),
+            0,
+            "supervisor tasks still running"
+        );
         let state = &self.backend.config().state_root;
         if state.exists() {
             let left: Vec<_> = fs::read_dir(state).unwrap().flatten().collect();
@@ -241,7 +245,11 @@ async fn stdin_is_echoed_and_frames_stream_in_order() {
     }
     let outcome = outcome.unwrap();
     assert_eq!(outcome.status, RunStatus::Exited(0), "{}", stderr(&outcome));
-    assert_eq!(stdout(&outcome), input, "stdin reached the workload and came back");
+    assert_eq!(
+        stdout(&outcome),
+        input,
+        "stdin reached the workload and came back"
+    );
     assert!(matches!(events[0], RunEvent::Started));
     let results: Vec<_> = events
         .iter()
@@ -269,11 +277,19 @@ async fn rootfs_is_read_only_and_group_dir_is_writable() {
     assert_eq!(o.status, RunStatus::Exited(0));
     let out = stdout(&o);
     assert!(out.contains("rc=1"), "{out}");
-    assert!(stderr(&o).contains("Read-only file system"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
     assert!(out.contains("wrote") && out.contains("tmp-ok"), "{out}");
     let note = env.layout().group_dir("family").join("note");
     assert_eq!(fs::read_to_string(&note).unwrap(), "hello\n");
-    assert_eq!(fs::metadata(&note).unwrap().uid(), 1000, "written by the run's uid");
+    assert_eq!(
+        fs::metadata(&note).unwrap().uid(),
+        1000,
+        "written by the run's uid"
+    );
     assert!(!env.rootfs.join("rootfile").exists());
     env.assert_clean();
 }
@@ -309,7 +325,11 @@ async fn read_only_extra_mount_is_readable_not_writable() {
     let out = stdout(&o);
     assert!(out.contains("shared text"), "{out}");
     assert!(out.contains("rc=1") && out.contains("rc2=1"), "{out}");
-    assert!(stderr(&o).contains("Read-only file system"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!allowed.join("docs/new").exists());
     env.assert_clean();
 }
@@ -333,7 +353,11 @@ async fn planted_symlinks_do_not_reach_the_host() {
 
     // Run 2 reads through the link, and asks the host to write its run log into `logs/`.
     let host_hostname = fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let etc_before: Vec<_> = fs::read_dir("/etc").unwrap().flatten().map(|e| e.file_name()).collect();
+    let etc_before: Vec<_> = fs::read_dir("/etc")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     let mut spec = env.spec(env.group(
         "family",
         "cat /workspace/group/hostetc/nanoclaw-marker; cat /workspace/group/hostetc/hostname",
@@ -347,14 +371,31 @@ async fn planted_symlinks_do_not_reach_the_host() {
     let o = env.run(spec).await;
     assert_eq!(o.status, RunStatus::Exited(0), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("inside-the-image"), "the link resolved inside the image: {out}");
+    assert!(
+        out.contains("inside-the-image"),
+        "the link resolved inside the image: {out}"
+    );
     assert!(out.contains("nanoclaw-test-rootfs"), "{out}");
     if !host_hostname.trim().is_empty() {
-        assert!(!out.contains(host_hostname.trim()), "host /etc leaked: {out}");
+        assert!(
+            !out.contains(host_hostname.trim()),
+            "host /etc leaked: {out}"
+        );
     }
-    assert_eq!(o.log_file, None, "the host must not write through the planted link");
-    let etc_after: Vec<_> = fs::read_dir("/etc").unwrap().flatten().map(|e| e.file_name()).collect();
-    assert_eq!(etc_before.len(), etc_after.len(), "nothing written into the host's /etc");
+    assert_eq!(
+        o.log_file, None,
+        "the host must not write through the planted link"
+    );
+    let etc_after: Vec<_> = fs::read_dir("/etc")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        etc_before.len(),
+        etc_after.len(),
+        "nothing written into the host's /etc"
+    );
 
     // Main sees every group folder; it can swap a group's session dir for a link to /etc. Building
     // that group's next mounts refuses instead of bind-mounting the host's /etc.
@@ -369,7 +410,10 @@ async fn planted_symlinks_do_not_reach_the_host() {
     fs::remove_dir_all(&sessions).unwrap();
     std::os::unix::fs::symlink("/etc", &sessions).unwrap();
     let err = mounts::group_mounts(&env.layout(), "family", (1000, 1000), &[]).unwrap_err();
-    assert!(err.to_string().contains("refusing to follow symlinks"), "{err}");
+    assert!(
+        err.to_string().contains("refusing to follow symlinks"),
+        "{err}"
+    );
     env.assert_clean();
 }
 
@@ -430,7 +474,11 @@ async fn output_past_the_cap_is_truncated_with_a_marker() {
     assert_eq!(o.status, RunStatus::Exited(0));
     assert_eq!(o.stdout.bytes.len(), 10_000);
     assert_eq!(o.stdout.dropped, 990_000);
-    assert!(o.stdout.text().ends_with("[nanoclaw: output truncated, 990000 bytes dropped]\n"));
+    assert!(
+        o.stdout
+            .text()
+            .ends_with("[nanoclaw: output truncated, 990000 bytes dropped]\n")
+    );
     assert!(!o.stderr.truncated());
     env.assert_clean();
 }
@@ -461,11 +509,26 @@ async fn identity_capabilities_seccomp_and_signals() {
     }
     assert_eq!(field("NoNewPrivs"), "1");
     assert_eq!(field("Seccomp"), "2", "filter mode");
-    assert_eq!(field("SigIgn"), "0000000000000000", "no ignored signal leaked in");
-    assert_eq!(field("SigBlk"), "0000000000000000", "no blocked signal leaked in");
+    assert_eq!(
+        field("SigIgn"),
+        "0000000000000000",
+        "no ignored signal leaked in"
+    );
+    assert_eq!(
+        field("SigBlk"),
+        "0000000000000000",
+        "no blocked signal leaked in"
+    );
     assert!(out.contains("unshare-rc=1"), "{out}");
-    assert!(stderr(&o).contains("Operation not permitted"), "{}", stderr(&o));
-    assert!(!stderr(&o).contains("Broken pipe"), "SIGPIPE is default again");
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !stderr(&o).contains("Broken pipe"),
+        "SIGPIPE is default again"
+    );
 
     // Control: the same binary, same uid, on the host without our filter, may unshare -U. So the
     // EPERM above came from the seccomp filter, not from missing privileges.
@@ -528,7 +591,10 @@ async fn many_runs_sequential_and_concurrent_leave_nothing_behind() {
         assert_eq!(o.status, RunStatus::Exited(0), "run {i}: {}", stderr(&o));
         assert_eq!(stdout(&o), format!("{i}\n"));
     }
-    eprintln!("50 sequential runs: {seq:?}; 10 concurrent: {:?}", t1.elapsed());
+    eprintln!(
+        "50 sequential runs: {seq:?}; 10 concurrent: {:?}",
+        t1.elapsed()
+    );
     env.assert_clean();
 }
 
@@ -549,7 +615,9 @@ async fn a_spec_the_image_cannot_run_fails_to_start_cleanly() {
     });
     let o = env.run(env.spec(c)).await;
     match &o.status {
-        RunStatus::FailedToStart(why) => assert!(why.contains("does not exist in the image"), "{why}"),
+        RunStatus::FailedToStart(why) => {
+            assert!(why.contains("does not exist in the image"), "{why}")
+        }
         other => panic!("{other:?}"),
     }
     assert!(!env.rootfs.join("not-in-image").exists());
@@ -584,18 +652,19 @@ impl RawHelper {
         }
         let child = cmd.spawn().unwrap();
         drop(theirs);
-        let req = Request::Run(RunRequest {
+        let req = Request::Run(Box::new(RunRequest {
             run_id: run_id.into(),
             state_root: cfg.state_root.clone(),
             cgroup_parent: cfg.cgroup_parent.clone(),
             cgroup_root: cfg.cgroup_root.clone(),
             container,
             log_filter: "warn".into(),
-        });
+        }));
         let mut line = serde_json::to_vec(&req).unwrap();
         line.push(b'\n');
         (&ours).write_all(&line).unwrap();
-        ours.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        ours.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         Self {
             child,
             control: BufReader::new(ours),

@@ -5,6 +5,7 @@ pub mod cursor;
 pub mod format;
 pub mod mount_policy;
 pub mod redact;
+pub mod route;
 pub mod time;
 pub mod trigger;
 pub mod types;

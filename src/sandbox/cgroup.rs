@@ -356,10 +356,10 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
         .map(|c| format!("+{c}"))
         .collect();
     let mut write_error = None;
-    if !missing.is_empty() {
-        if let Err(err) = fs::write(&file, missing.join(" ")) {
-            write_error = Some(err);
-        }
+    if !missing.is_empty()
+        && let Err(err) = fs::write(&file, missing.join(" "))
+    {
+        write_error = Some(err);
     }
     let after = fs::read_to_string(&file).unwrap_or_default();
     for c in V2_REQUIRED {
@@ -510,7 +510,9 @@ pids\t8\t1\t1
         );
         // Mount options and named hierarchies are not controllers.
         assert!(!host.v1_mounts.contains_key("rw"));
-        let named = format!("{mi}40 25 0:50 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n");
+        let named = format!(
+            "{mi}40 25 0:50 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n"
+        );
         let host = CgroupHost::probe(tmp.path(), CgroupMode::V1, PROC_CGROUPS, &named, "").unwrap();
         assert_eq!(host.v1_mounts.len(), V1_REQUIRED.len());
     }

@@ -118,7 +118,7 @@ pub fn main() -> i32 {
     match request {
         Request::Run(req) => {
             install_logging(out, &req.log_filter);
-            run(req, out, reader)
+            run(*req, out, reader)
         }
         Request::CleanupOrphans {
             state_root,
@@ -446,10 +446,10 @@ impl RunCtx {
             Err(reason) => return Err(fail(&mut container, reason)),
         };
         let limits = req.container.limits.cgroup();
-        if let Some(cg) = &self.cgroups {
-            if let Err(e) = cg.verify_limits(&self.cgroups_path, &limits) {
-                return Err(fail(&mut container, e.to_string()));
-            }
+        if let Some(cg) = &self.cgroups
+            && let Err(e) = cg.verify_limits(&self.cgroups_path, &limits)
+        {
+            return Err(fail(&mut container, e.to_string()));
         }
         send(
             self.out,
@@ -614,17 +614,17 @@ impl RunCtx {
         }
         if let Some(cg) = &self.cgroups {
             for dir in cg.run_dirs(&self.cgroups_path) {
-                if dir.exists() {
-                    if let Err(e) = remove_cgroup_dir(&dir) {
-                        errors.push(e);
-                    }
+                if dir.exists()
+                    && let Err(e) = remove_cgroup_dir(&dir)
+                {
+                    errors.push(e);
                 }
             }
         }
-        if self.created_dir {
-            if let Err(e) = fs::remove_dir_all(&self.paths.dir) {
-                errors.push(format!("removing {}: {e}", self.paths.dir.display()));
-            }
+        if self.created_dir
+            && let Err(e) = fs::remove_dir_all(&self.paths.dir)
+        {
+            errors.push(format!("removing {}: {e}", self.paths.dir.display()));
         }
         (!errors.is_empty()).then(|| errors.join("; "))
     }
@@ -872,10 +872,10 @@ fn cleanup_orphans(state_root: &Path, cgroup_parent: &str) -> Event {
         }
         if let Some(cg) = &cg {
             for dir in cg.run_dirs(&cgroups_path(cgroup_parent, &name)) {
-                if dir.exists() {
-                    if let Err(e) = remove_cgroup_dir(&dir) {
-                        problems.push(e);
-                    }
+                if dir.exists()
+                    && let Err(e) = remove_cgroup_dir(&dir)
+                {
+                    problems.push(e);
                 }
             }
         }

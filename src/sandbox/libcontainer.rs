@@ -133,14 +133,14 @@ impl LibcontainerBackend {
             return Err(SandboxError::RunId(spec.run_id));
         }
         spec::validate(&spec.container)?;
-        let request = Request::Run(RunRequest {
+        let request = Request::Run(Box::new(RunRequest {
             run_id: spec.run_id.clone(),
             state_root: self.cfg.state_root.clone(),
             cgroup_parent: self.cfg.cgroup_parent.clone(),
             cgroup_root: self.cfg.cgroup_root.clone(),
             container: spec.container.clone(),
             log_filter: self.cfg.helper_log_filter.clone(),
-        });
+        }));
         let (child, control) = spawn_helper(&self.cfg.helper_exe, &request, true).await?;
         let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let (kill, stop_rx) = KillSwitch::new();

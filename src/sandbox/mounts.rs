@@ -212,11 +212,11 @@ impl PathResolver for FsResolver {
 /// then rejected. Load once per process.
 pub fn load_allowlist(path: &Path, data_dir: &Path) -> Option<MountAllowlist> {
     let real = fs::canonicalize(path).ok()?;
-    if let Ok(data) = fs::canonicalize(data_dir) {
-        if real.starts_with(&data) {
-            warn!(path = %real.display(), "mount allowlist inside the data directory is ignored");
-            return None;
-        }
+    if let Ok(data) = fs::canonicalize(data_dir)
+        && real.starts_with(&data)
+    {
+        warn!(path = %real.display(), "mount allowlist inside the data directory is ignored");
+        return None;
     }
     let text = match fs::read_to_string(&real) {
         Ok(t) => t,

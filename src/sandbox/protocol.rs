@@ -26,7 +26,7 @@ pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Create, start, supervise and delete one container.
-    Run(RunRequest),
+    Run(Box<RunRequest>),
     /// Remove whatever crashed hosts left under `state_root`.
     CleanupOrphans {
         /// The state root to scan.

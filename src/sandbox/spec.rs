@@ -239,7 +239,7 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), SpecError> {
         }
     }
     let l = &spec.limits;
-    if l.memory_bytes == 0 || l.memory_bytes % MEMORY_GRANULE != 0 {
+    if l.memory_bytes == 0 || !l.memory_bytes.is_multiple_of(MEMORY_GRANULE) {
         return Err(SpecError::Limit(format!(
             "memory {} must be a positive multiple of {MEMORY_GRANULE}",
             l.memory_bytes
@@ -652,7 +652,8 @@ mod tests {
 
     #[test]
     fn invalid_specs_are_refused() {
-        let cases: Vec<(Box<dyn Fn(&mut ContainerSpec)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut ContainerSpec)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|s| s.args.clear()), "the command is empty"),
             (Box::new(|s| s.uid = 0), "may not run as uid or gid 0"),
             (Box::new(|s| s.gid = 0), "may not run as uid or gid 0"),
