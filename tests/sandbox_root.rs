@@ -60,6 +60,10 @@ struct Env {
 
 /// The environment for one test, or `None` (with the reason printed) where it cannot run.
 fn env(name: &str) -> Option<Env> {
+    env_with(name, |_| {})
+}
+
+fn env_with(name: &str, tweak: impl FnOnce(&mut LibcontainerConfig)) -> Option<Env> {
     let euid = nix::unistd::geteuid().as_raw();
     if euid != 0 {
         eprintln!("skipping {name}: needs root for real containers (euid {euid})");
@@ -68,12 +72,13 @@ fn env(name: &str) -> Option<Env> {
     let rootfs = test_rootfs();
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().canonicalize().unwrap();
-    let cfg = LibcontainerConfig {
+    let mut cfg = LibcontainerConfig {
         helper_exe: PathBuf::from(HELPER),
         state_root: base.join("state"),
         cgroup_parent: format!("nanoclaw-test-{}-{name}", std::process::id()),
         ..Default::default()
     };
+    tweak(&mut cfg);
     let backend = match LibcontainerBackend::new(cfg) {
         Ok(b) => b,
         Err(SandboxError::Cgroup(e)) => {
@@ -489,7 +494,8 @@ async fn identity_capabilities_seccomp_and_signals() {
     let o = env
         .run_sh(
             "id -u; id -g; grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp|SigIgn|SigBlk):' /proc/self/status; \
-             unshare -U true; echo unshare-rc=$?; yes | head -1 >/dev/null",
+             unshare -U true; echo unshare-rc=$?; yes | head -1 >/dev/null; \
+             echo fds=$(ls /proc/self/fd | tr '\\n' ' '); env | sed 's/^/env:/'",
         )
         .await;
     assert_eq!(o.status, RunStatus::Exited(0), "{}", stderr(&o));
@@ -622,6 +628,54 @@ async fn a_spec_the_image_cannot_run_fails_to_start_cleanly() {
     }
     assert!(!env.rootfs.join("not-in-image").exists());
     env.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runtime_diagnostics_never_reach_the_workload_streams() {
+    // The most verbose helper logging: libcontainer's own messages, emitted in the container's
+    // init after its fd 2 became the workload's stderr, must still go to the host instead.
+    let Some(env) = env_with("logs", |cfg| cfg.helper_log_filter = "trace".into()) else {
+        return;
+    };
+    let o = env.run(env.spec(env.container(&["true"]))).await;
+    assert_eq!(o.status, RunStatus::Exited(0));
+    assert_eq!(
+        stderr(&o),
+        "",
+        "libcontainer logs leaked into the workload's stderr"
+    );
+    assert_eq!(stdout(&o), "");
+    env.assert_clean();
+}
+
+#[test]
+fn a_cgroup_v2_host_without_the_memory_controller_refuses_to_run() {
+    // On this hybrid layout the cgroup2 mount has no controllers; shown at /sys/fs/cgroup in a
+    // private mount namespace it looks like a v2 kernel booted without `cgroup_enable=memory`.
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("skipping: needs root to build a private mount namespace");
+        return;
+    }
+    let controllers = fs::read_to_string(unified.join("cgroup.controllers")).unwrap_or_default();
+    if !unified.exists() || controllers.split_whitespace().any(|c| c == "memory") {
+        eprintln!(
+            "skipping: no controller-less cgroup2 mount at {} to stand in for a broken v2 host",
+            unified.display()
+        );
+        return;
+    }
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && exec "$0" bench sandbox --rootfs "$1" --runs 1"#)
+        .arg(HELPER)
+        .arg(test_rootfs())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must refuse: {err}");
+    assert!(err.contains("`memory` is not available (V2)"), "{err}");
+    assert!(err.contains("cgroup_enable=memory"), "{err}");
 }
 
 /// Talks to a helper directly, as a host would, so the test can crash the "host".
