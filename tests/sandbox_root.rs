@@ -495,7 +495,9 @@ async fn identity_capabilities_seccomp_and_signals() {
         .run_sh(
             "id -u; id -g; grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp|SigIgn|SigBlk):' /proc/self/status; \
              unshare -U true; echo unshare-rc=$?; yes | head -1 >/dev/null; \
-             echo fds=$(ls /proc/self/fd | tr '\\n' ' '); env | sed 's/^/env:/'",
+             echo fds=$(ls /proc/self/fd | tr '\\n' ' '); env | sed 's/^/env:/'; \
+             echo pid=$$ host=$(hostname) procs=$(ls /proc | grep -c '^[0-9]'); \
+             echo masked=$(wc -c < /proc/timer_list)",
         )
         .await;
     assert_eq!(o.status, RunStatus::Exited(0), "{}", stderr(&o));
@@ -676,6 +678,72 @@ fn a_cgroup_v2_host_without_the_memory_controller_refuses_to_run() {
     assert!(!out.status.success(), "must refuse: {err}");
     assert!(err.contains("`memory` is not available (V2)"), "{err}");
     assert!(err.contains("cgroup_enable=memory"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_from_a_squashfs_image_mounted_read_only() {
+    let Some(env) = env("squashfs") else { return };
+    if Command::new("mksquashfs").arg("-version").output().is_err() {
+        eprintln!("skipping squashfs: mksquashfs not installed (squashfs-tools)");
+        return;
+    }
+    let work = env.data.parent().unwrap().to_path_buf();
+    let image = work.join("runner.squashfs");
+    let out = Command::new("mksquashfs")
+        .arg(&env.rootfs)
+        .arg(&image)
+        .args(["-noappend", "-quiet", "-no-progress"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = nanoclaw::sandbox::image::prepare(&image, &work.join("mnt")).unwrap();
+    assert!(root.mounted.is_some());
+    let mut c = env.sh("cat /etc/nanoclaw-marker; touch /x; echo rc=$?");
+    c.rootfs = root.root.clone();
+    let o = env.run(env.spec(c)).await;
+    let backing = loop_backing_files();
+    root.unmount().unwrap();
+    assert_eq!(o.status, RunStatus::Exited(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("inside-the-image\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("rc=1"));
+    assert!(backing.iter().any(|b| b == &image), "{backing:?}");
+    // Preparing again over a stale mount replaces it rather than stacking.
+    let again = nanoclaw::sandbox::image::prepare(&image, &work.join("mnt")).unwrap();
+    let again2 = nanoclaw::sandbox::image::prepare(&image, &work.join("mnt")).unwrap();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let target = again2.root.to_string_lossy().into_owned();
+    assert_eq!(
+        mounts
+            .lines()
+            .filter(|l| l.split_whitespace().nth(4) == Some(target.as_str()))
+            .count(),
+        1
+    );
+    again.unmount().unwrap();
+    // Autoclear: the loop device went away with the mount.
+    wait_until("loop device detached", Duration::from_secs(5), || {
+        !loop_backing_files().contains(&image)
+    });
+    env.assert_clean();
+}
+
+fn loop_backing_files() -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .map(|s| PathBuf::from(s.trim()))
+        .collect()
 }
 
 /// Talks to a helper directly, as a host would, so the test can crash the "host".

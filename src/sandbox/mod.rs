@@ -15,6 +15,7 @@
 //! - `libcontainer.rs`: [`LibcontainerBackend`], the async host side (spawns helpers, streams
 //!   output, timeouts, run log);
 //! - `output.rs`: frame parser and bounded capture; `runlog.rs`: the per-run log file;
+//! - `image.rs`: the runner image as the runs' root (a directory, or a squashfs/erofs loop mount);
 //! - `mounts.rs`: the group mount table (contract §7.4) and additional mounts through
 //!   [`crate::core::mount_policy`];
 //! - `bench.rs`: `nanoclaw bench sandbox`.
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod cgroup;
 pub mod executor;
 pub mod helper;
+pub mod image;
 pub mod libcontainer;
 pub mod mounts;
 pub mod output;
