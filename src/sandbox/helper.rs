@@ -58,6 +58,9 @@ const EXEC_STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// After SIGKILL, how often to repeat it while waiting for the init to go.
 const KILL_REPEAT: Duration = Duration::from_secs(1);
 
+/// A run dir without a lock file younger than this may belong to a helper that is just starting.
+const UNLOCKED_GRACE: Duration = Duration::from_secs(60);
+
 /// Maximum bytes of one diagnostic line sent to the host.
 const MAX_LOG_LINE: usize = 4096;
 
@@ -85,12 +88,14 @@ pub fn main() -> i32 {
         );
         return EXIT_SETUP;
     }
+    // Not a `failed` event: a panic may leave a running container behind, and the host must
+    // treat the run as lost (and sweep) rather than as never started.
     std::panic::set_hook(Box::new(move |info| {
         send(
             out,
-            &Event::Failed {
-                reason: format!("sandbox helper panicked: {info}"),
-                cleanup_error: None,
+            &Event::Log {
+                level: "ERROR".into(),
+                line: format!("sandbox helper panicked: {info}"),
             },
         );
     }));
@@ -123,9 +128,10 @@ pub fn main() -> i32 {
         Request::CleanupOrphans {
             state_root,
             cgroup_parent,
+            cgroup_root,
         } => {
             install_logging(out, "warn,libcgroups=error,libcontainer=error");
-            let ev = cleanup_orphans(&state_root, &cgroup_parent);
+            let ev = cleanup_orphans(&state_root, &cgroup_parent, &cgroup_root);
             send(out, &ev);
             0
         }
@@ -807,11 +813,11 @@ fn reap_any() {
 
 /// The orphan sweep: every run dir whose lock is free belongs to a dead helper. Its container (if
 /// libcontainer state is there) is force-deleted, its cgroups removed, and the dir deleted.
-fn cleanup_orphans(state_root: &Path, cgroup_parent: &str) -> Event {
+fn cleanup_orphans(state_root: &Path, cgroup_parent: &str, cgroup_root: &Path) -> Event {
     let mut removed = Vec::new();
     let mut busy = Vec::new();
     let mut errors = Vec::new();
-    let cg = CgroupHost::probe_system(Path::new(super::cgroup::DEFAULT_CGROUP_ROOT)).ok();
+    let cg = CgroupHost::probe_system(cgroup_root).ok();
     let entries = match fs::read_dir(state_root) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -855,8 +861,20 @@ fn cleanup_orphans(state_root: &Path, cgroup_parent: &str) -> Event {
                     continue;
                 }
             },
-            // A dir without a lock file died before it took one.
-            Err(_) => None,
+            // No lock file: either a helper died between mkdir and locking, or one is there
+            // right now. Only an old dir is taken for dead.
+            Err(_) => {
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .unwrap_or_default();
+                if age < UNLOCKED_GRACE {
+                    busy.push(name);
+                    continue;
+                }
+                None
+            }
         };
         let mut problems = Vec::new();
         let state = paths.lc_root.join(&name);

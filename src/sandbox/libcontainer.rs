@@ -155,6 +155,7 @@ impl LibcontainerBackend {
         let request = Request::CleanupOrphans {
             state_root: self.cfg.state_root.clone(),
             cgroup_parent: self.cfg.cgroup_parent.clone(),
+            cgroup_root: self.cfg.cgroup_root.clone(),
         };
         let (mut child, control) = spawn_helper(&self.cfg.helper_exe, &request, false).await?;
         let (mut read, _write) = control.into_split();

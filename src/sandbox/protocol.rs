@@ -33,6 +33,8 @@ pub enum Request {
         state_root: PathBuf,
         /// The cgroup parent runs were created under (e.g. `/nanoclaw`).
         cgroup_parent: String,
+        /// The cgroup root, normally `/sys/fs/cgroup`.
+        cgroup_root: PathBuf,
     },
 }
 
