@@ -69,6 +69,12 @@ pub struct BenchReport {
     pub host_max_rss_kib: u64,
     /// Largest helper peak RSS seen, KiB.
     pub helper_max_rss_kib: u64,
+    /// Inside the helper: checks + create (cgroups, namespaces, mounts, limit read-back).
+    pub helper_create: Stats,
+    /// Inside the helper: start until exec confirmed.
+    pub helper_start: Stats,
+    /// Inside the helper: delete and cleanup.
+    pub helper_cleanup: Stats,
 }
 
 impl std::fmt::Display for BenchReport {
@@ -110,6 +116,19 @@ impl std::fmt::Display for BenchReport {
             (None, Some(why)) => writeln!(f, "crun: skipped ({why})")?,
             (None, None) => {}
         }
+        for (name, s) in [
+            ("  of which helper: create", &self.helper_create),
+            ("  of which helper: start to exec", &self.helper_start),
+            ("  of which helper: delete + cleanup", &self.helper_cleanup),
+        ] {
+            writeln!(
+                f,
+                "{:<38} {:>8.1}ms {:>8.1}ms",
+                name,
+                ms(s.median()),
+                ms(s.percentile(95))
+            )?;
+        }
         writeln!(f, "host peak RSS:   {} KiB", self.host_max_rss_kib)?;
         writeln!(f, "helper peak RSS: {} KiB", self.helper_max_rss_kib)
     }
@@ -133,6 +152,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, SandboxError> {
     let mut create_start = Vec::new();
     let mut lifecycle = Vec::new();
     let mut helper_rss = 0;
+    let (mut h_create, mut h_start, mut h_cleanup) = (Vec::new(), Vec::new(), Vec::new());
     let pid = std::process::id();
     for i in 0..opts.runs {
         let t0 = Instant::now();
@@ -145,6 +165,10 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, SandboxError> {
                 RunEvent::Finished(outcome) => {
                     lifecycle.push(t0.elapsed());
                     helper_rss = helper_rss.max(outcome.helper_max_rss_kib);
+                    let t = outcome.stage_timings;
+                    h_create.push(Duration::from_micros(t.create_us));
+                    h_start.push(Duration::from_micros(t.start_us));
+                    h_cleanup.push(Duration::from_micros(t.cleanup_us));
                     if outcome.status != RunStatus::Exited(0) {
                         return Err(SandboxError::Protocol(format!(
                             "benchmark run failed: {:?}",
@@ -160,6 +184,9 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, SandboxError> {
         create_start: Stats::from(create_start),
         lifecycle: Stats::from(lifecycle),
         helper_max_rss_kib: helper_rss,
+        helper_create: Stats::from(h_create),
+        helper_start: Stats::from(h_start),
+        helper_cleanup: Stats::from(h_cleanup),
         ..Default::default()
     };
     match &opts.crun {

@@ -41,7 +41,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use super::cgroup::CgroupHost;
 use super::executor::SandboxExecutor;
 use super::protocol::{
-    CONTROL_FD, Command, Event, MAX_LINE_BYTES, ProcessExit, Request, RunRequest, valid_run_id,
+    CONTROL_FD, Command, Event, MAX_LINE_BYTES, ProcessExit, Request, RunRequest, StageTimings,
+    valid_run_id,
 };
 use super::{error_chain, seccomp, spec};
 use crate::core::mount_policy::EXTRA_MOUNT_ROOT;
@@ -157,6 +158,10 @@ fn send(fd: RawFd, event: &Event) {
         }
         off += n as usize;
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn thread_count() -> Option<u32> {
@@ -323,6 +328,8 @@ fn cgroups_path(parent: &str, run_id: &str) -> String {
 /// Everything between the request and the final event. Returns the helper's exit code.
 fn run(req: RunRequest, out: RawFd, mut control: LineReader) -> i32 {
     let mut ctx = RunCtx {
+        t0: Instant::now(),
+        timings: StageTimings::default(),
         out,
         paths: RunPaths::new(&req.state_root, &req.run_id),
         cgroups_path: cgroups_path(&req.cgroup_parent, &req.run_id),
@@ -356,6 +363,8 @@ fn run(req: RunRequest, out: RawFd, mut control: LineReader) -> i32 {
 }
 
 struct RunCtx {
+    t0: Instant,
+    timings: StageTimings,
     out: RawFd,
     paths: RunPaths,
     cgroups_path: String,
@@ -464,6 +473,8 @@ impl RunCtx {
                 cgroup: self.cgroups_path.clone(),
             },
         );
+        let t_start = Instant::now();
+        self.timings.create_us = micros(t_start - self.t0);
         if let Err(e) = container.start() {
             let reason = format!("start failed: {}", error_chain(&e));
             return Err(fail(&mut container, reason));
@@ -474,6 +485,7 @@ impl RunCtx {
             Err(e) => return Err(fail(&mut container, e)),
         }
         send(self.out, &Event::Started);
+        self.timings.start_us = micros(t_start.elapsed());
         Ok((container, pid, File::from(pidfd)))
     }
 
@@ -483,6 +495,7 @@ impl RunCtx {
         control: &mut LineReader,
         sigfd: Option<&SignalFd>,
     ) -> i32 {
+        let t_run = Instant::now();
         let mut deadline: Option<Instant> = None;
         let mut killed_at: Option<Instant> = None;
         let mut escalated = false;
@@ -576,12 +589,15 @@ impl RunCtx {
             }
         };
         drop(pidfd);
+        let t_cleanup = Instant::now();
+        self.timings.run_us = micros(t_cleanup - t_run);
         let oom_kills = self
             .cgroups
             .as_ref()
             .and_then(|cg| cg.oom_kills(&self.cgroups_path))
             .unwrap_or(0);
         let cleanup_error = self.cleanup(Some(container));
+        self.timings.cleanup_us = micros(t_cleanup.elapsed());
         send(
             self.out,
             &Event::Exited {
@@ -591,6 +607,7 @@ impl RunCtx {
                 host_lost,
                 cleanup_error,
                 helper_max_rss_kib: max_rss_kib(),
+                timings: self.timings,
             },
         );
         0

@@ -21,7 +21,8 @@ use tracing::{debug, error, info, warn};
 use super::cgroup::{CgroupHost, DEFAULT_CGROUP_ROOT};
 use super::output::{BoundedCapture, FrameParser, LineSplitter, ParsedFrame};
 use super::protocol::{
-    CONTROL_FD, Command, Event, MAX_LINE_BYTES, ProcessExit, Request, RunRequest, valid_run_id,
+    CONTROL_FD, Command, Event, MAX_LINE_BYTES, ProcessExit, Request, RunRequest, StageTimings,
+    valid_run_id,
 };
 use super::runlog::{self, RunLogData};
 use super::{
@@ -551,6 +552,7 @@ impl Supervisor {
         let mut cleanup_error = None;
         let mut oom_kills = 0;
         let mut helper_max_rss_kib = 0;
+        let mut stage_timings = StageTimings::default();
         let status = match self.final_event.take() {
             Some(Event::Failed {
                 reason,
@@ -566,7 +568,9 @@ impl Supervisor {
                 host_lost,
                 cleanup_error: c,
                 helper_max_rss_kib: rss,
+                timings,
             }) => {
+                stage_timings = timings;
                 cleanup_error = c;
                 oom_kills = o;
                 helper_max_rss_kib = rss;
@@ -610,6 +614,7 @@ impl Supervisor {
             stop_requested: self.stop_requested,
             cleanup_error,
             helper_max_rss_kib,
+            stage_timings,
         };
         if let Some(log) = self.spec.log.clone() {
             let data = RunLogData::new(&self.spec, &outcome);

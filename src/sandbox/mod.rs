@@ -209,6 +209,8 @@ pub struct RunOutcome {
     pub cleanup_error: Option<String>,
     /// The helper process's peak RSS in KiB.
     pub helper_max_rss_kib: u64,
+    /// Where the time went inside the helper (zero if it did not report).
+    pub stage_timings: protocol::StageTimings,
 }
 
 /// What a run reports while it runs.
@@ -329,6 +331,7 @@ impl RunHandle {
             stop_requested: false,
             cleanup_error: None,
             helper_max_rss_kib: 0,
+            stage_timings: Default::default(),
         }
     }
 }

@@ -79,6 +79,20 @@ pub enum ProcessExit {
     Signal(i32),
 }
 
+/// Where a run's time went inside the helper, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageTimings {
+    /// Request read → container created (checks, bundle, cgroups, namespaces, mounts, limits read back).
+    pub create_us: u64,
+    /// `start` until the workload's `execve` was confirmed.
+    pub start_us: u64,
+    /// Workload running until its init was reaped.
+    pub run_us: u64,
+    /// OOM counter, delete (cgroups, state), run dir removal.
+    pub cleanup_us: u64,
+}
+
 /// Helper → host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
@@ -114,6 +128,8 @@ pub enum Event {
         cleanup_error: Option<String>,
         /// The helper's peak RSS in KiB.
         helper_max_rss_kib: u64,
+        /// Where the time went.
+        timings: StageTimings,
     },
     /// The run could not be started; nothing is left behind unless `cleanup_error` says so.
     Failed {
@@ -163,6 +179,7 @@ mod tests {
             host_lost: false,
             cleanup_error: None,
             helper_max_rss_kib: 1,
+            timings: StageTimings::default(),
         };
         let text = serde_json::to_string(&exit).unwrap();
         assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), exit);

@@ -226,6 +226,7 @@ mod tests {
             stop_requested: false,
             cleanup_error: None,
             helper_max_rss_kib: 0,
+            stage_timings: Default::default(),
         };
         RunLogData::new(&spec, &outcome)
     }
