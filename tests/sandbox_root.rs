@@ -746,6 +746,43 @@ fn loop_backing_files() -> Vec<PathBuf> {
         .collect()
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_run_ids_are_refused_and_stop_requests_work() {
+    let Some(env) = env("dup") else { return };
+    let spec = env.spec(env.container(&["sleep", "1000"]));
+    let id = spec.run_id.clone();
+    let mut first = env.backend.start(spec.clone()).await.unwrap();
+    assert!(matches!(first.next_event().await, Some(RunEvent::Started)));
+    let pids = run_pids(&env, &id);
+    assert!(!pids.is_empty());
+
+    // Same id while the first is live: refused, and the live run's cgroup is not touched.
+    let o = env.run(spec).await;
+    match &o.status {
+        RunStatus::FailedToStart(why) => assert!(why.contains("run id in use"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(run_pids(&env, &id), pids, "the live run is intact");
+
+    // A graceful stop from elsewhere: sleep as pid 1 ignores SIGTERM, so it ends by SIGKILL.
+    first.kill_switch().terminate();
+    let o = first.wait().await;
+    assert_eq!(o.status, RunStatus::Killed(libc::SIGKILL));
+    assert!(o.stop_requested);
+
+    // Dropping a handle mid-run kills the run; its supervisor still cleans up.
+    let handle = env
+        .backend
+        .start(env.spec(env.container(&["sleep", "1000"])))
+        .await
+        .unwrap();
+    drop(handle);
+    wait_until("dropped run cleaned up", Duration::from_secs(10), || {
+        env.backend.live_runs() == 0
+    });
+    env.assert_clean();
+}
+
 /// Talks to a helper directly, as a host would, so the test can crash the "host".
 struct RawHelper {
     child: std::process::Child,

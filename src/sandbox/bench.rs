@@ -71,6 +71,8 @@ pub struct BenchReport {
     pub helper_max_rss_kib: u64,
     /// Inside the helper: checks + create (cgroups, namespaces, mounts, limit read-back).
     pub helper_create: Stats,
+    /// Inside the helper: nanoclaw's own preparation before libcontainer's create.
+    pub helper_prepare: Stats,
     /// Inside the helper: start until exec confirmed.
     pub helper_start: Stats,
     /// Inside the helper: delete and cleanup.
@@ -118,6 +120,7 @@ impl std::fmt::Display for BenchReport {
         }
         for (name, s) in [
             ("  of which helper: create", &self.helper_create),
+            ("    of which nanoclaw's checks", &self.helper_prepare),
             ("  of which helper: start to exec", &self.helper_start),
             ("  of which helper: delete + cleanup", &self.helper_cleanup),
         ] {
@@ -153,6 +156,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, SandboxError> {
     let mut lifecycle = Vec::new();
     let mut helper_rss = 0;
     let (mut h_create, mut h_start, mut h_cleanup) = (Vec::new(), Vec::new(), Vec::new());
+    let mut h_prepare = Vec::new();
     let pid = std::process::id();
     for i in 0..opts.runs {
         let t0 = Instant::now();
@@ -167,6 +171,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, SandboxError> {
                     helper_rss = helper_rss.max(outcome.helper_max_rss_kib);
                     let t = outcome.stage_timings;
                     h_create.push(Duration::from_micros(t.create_us));
+                    h_prepare.push(Duration::from_micros(t.prepare_us));
                     h_start.push(Duration::from_micros(t.start_us));
                     h_cleanup.push(Duration::from_micros(t.cleanup_us));
                     if outcome.status != RunStatus::Exited(0) {
@@ -185,6 +190,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, SandboxError> {
         lifecycle: Stats::from(lifecycle),
         helper_max_rss_kib: helper_rss,
         helper_create: Stats::from(h_create),
+        helper_prepare: Stats::from(h_prepare),
         helper_start: Stats::from(h_start),
         helper_cleanup: Stats::from(h_cleanup),
         ..Default::default()

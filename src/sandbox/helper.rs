@@ -384,7 +384,7 @@ impl RunCtx {
         let mut cg = CgroupHost::probe_system(&req.cgroup_root).map_err(|e| e.to_string())?;
         cg.prepare_parent(&req.cgroup_parent, &swaps)
             .map_err(|e| e.to_string())?;
-        info!(mode = ?cg.mode, swap_limit = cg.swap_limit, "cgroup layout");
+        debug!(mode = ?cg.mode, swap_limit = cg.swap_limit, "cgroup layout");
         let oci = spec::generate(&req.container, &self.cgroups_path, cg.swap_limit)
             .map_err(|e| e.to_string())?;
         self.cgroups = Some(cg);
@@ -428,6 +428,7 @@ impl RunCtx {
                 .map_err(|e| format!("dup stdio {fd}: {e}"))
         };
         let executor = SandboxExecutor::new(programs, status_w.as_raw_fd());
+        self.timings.prepare_us = micros(self.t0.elapsed());
         let builder = ContainerBuilder::new(req.run_id.clone(), SyscallType::default())
             .with_root_path(&self.paths.lc_root)
             .map_err(|e| error_chain(&e))?
@@ -635,7 +636,9 @@ impl RunCtx {
                 errors.push(format!("delete: {e}"));
             }
         }
-        if let Some(cg) = &self.cgroups {
+        // Only a run that created its state dir owns the cgroup of that name: a duplicate run id
+        // must never touch the live run's cgroup.
+        if let Some(cg) = self.cgroups.as_ref().filter(|_| self.created_dir) {
             for dir in cg.run_dirs(&self.cgroups_path) {
                 if dir.exists()
                     && let Err(e) = remove_cgroup_dir(&dir)

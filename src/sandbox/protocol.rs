@@ -83,6 +83,9 @@ pub enum ProcessExit {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageTimings {
+    /// Request read → just before libcontainer's create: cgroup probe, spec, mount checks, bundle,
+    /// seccomp compile (nanoclaw's own work; part of `create_us`).
+    pub prepare_us: u64,
     /// Request read → container created (checks, bundle, cgroups, namespaces, mounts, limits read back).
     pub create_us: u64,
     /// `start` until the workload's `execve` was confirmed.
