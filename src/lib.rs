@@ -5,10 +5,14 @@
 //!
 //! - [`core`]: pure domain logic: types, trigger policy, formatting, cursor rules, wire shapes, redaction.
 //! - [`store`]: the SQLite database: schema compatible with the original host, versioned additive migrations.
+//! - [`queue`]: per-group actors with bounded mailboxes, a global run gate, retries, follow-up piping.
+//! - [`scheduler`]: cron/interval/once next-run computation and the event-driven due-task engine.
 //! - [`host`]: the binary's edge: configuration, telemetry, `doctor` checks.
 //!
 //! See `ARCHITECTURE.md` for the map and the invariants.
 
 pub mod core;
 pub mod host;
+pub mod queue;
+pub mod scheduler;
 pub mod store;

@@ -6,6 +6,7 @@
 
 mod error;
 mod groups;
+mod handle;
 mod legacy;
 mod messages;
 pub mod migrations;
@@ -19,9 +20,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use error::{Result, StoreError};
+pub use handle::{StoreHandle, StoreHandleError};
 pub use legacy::LegacyImportReport;
 pub use migrations::{MIGRATIONS, Migration, MigrationReport};
-pub use state::Cursors;
+pub use state::{Cursors, KEY_LAST_AGENT_TIMESTAMP, KEY_LAST_TIMESTAMP};
 
 /// How long a writer waits for a lock held by another connection (e.g. an operator's `sqlite3`).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
