@@ -15,7 +15,6 @@ use crate::core::format::{format_messages, format_outbound, result_text};
 use crate::core::trigger::is_triggered;
 use crate::core::types::{Message, RegisteredGroup};
 use crate::core::wire::{ContainerInput, FrameStatus, OutputFrame};
-use crate::queue::cursors::{pending_messages, set_agent_cursor};
 use crate::queue::retry::Backoff;
 use crate::queue::run::{RunControl, RunHandle, RunKind, RunOutcome, RunSpec, TaskJob};
 use crate::queue::{Ctx, GroupShared, Mail, OUTCOME_TIMEOUT};
@@ -143,7 +142,10 @@ impl Actor {
             },
             _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
         }
-        self.ctx.counters.actor_wakeups.fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .counters
+            .actor_wakeups
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn absorb(&mut self, mail: Mail) {
@@ -191,9 +193,11 @@ impl Actor {
     async fn has_runnable_messages(&self) -> Option<bool> {
         let group = self.shared.group();
         match self.load_pending().await {
-            Ok((_, pending)) => {
-                Some(is_triggered(&group, &self.ctx.settings.assistant_name, &pending))
-            }
+            Ok((_, pending)) => Some(is_triggered(
+                &group,
+                &self.ctx.settings.assistant_name,
+                &pending,
+            )),
             Err(e) => {
                 tracing::error!(jid = %self.jid(), cause = %e, "cannot load pending messages");
                 None
@@ -201,21 +205,22 @@ impl Actor {
         }
     }
 
-    async fn load_pending(
-        &self,
-    ) -> Result<(String, Vec<Message>), crate::store::StoreHandleError> {
+    async fn load_pending(&self) -> Result<(String, Vec<Message>), crate::store::StoreHandleError> {
         let jid = self.shared.jid.clone();
         let name = self.ctx.settings.assistant_name.clone();
+        let cursors = self.ctx.cursors.clone();
         self.ctx
             .store
-            .call(move |s| pending_messages(s, &jid, &name))
+            .call(move |s| cursors.pending_messages(s, &jid, &name))
             .await
     }
 
     async fn run_with_permit(&mut self, work: Work, permit: OwnedSemaphorePermit) {
         let counters = &self.ctx.counters;
         let active = counters.active_runs.fetch_add(1, Ordering::AcqRel) + 1;
-        counters.peak_active_runs.fetch_max(active, Ordering::AcqRel);
+        counters
+            .peak_active_runs
+            .fetch_max(active, Ordering::AcqRel);
         match work {
             Work::Task(job) => self.run_task(job).await,
             Work::Messages => self.run_messages().await,
@@ -234,7 +239,10 @@ impl Actor {
             ids.running = Some(id.clone());
         }
         if let Some(spec) = job.prepare().await {
-            self.ctx.counters.runs_started.fetch_add(1, Ordering::Relaxed);
+            self.ctx
+                .counters
+                .runs_started
+                .fetch_add(1, Ordering::Relaxed);
             match self.ctx.launcher.start(spec).await {
                 Err(e) => {
                     tracing::error!(jid = %self.jid(), task = %id, cause = %e, "task run did not start");
@@ -276,11 +284,12 @@ impl Actor {
             group.folder.clone(),
             advanced.clone(),
         );
+        let cursors = self.ctx.cursors.clone();
         let session = self
             .ctx
             .store
             .call(move |s| {
-                set_agent_cursor(s, &jid, &ts)?;
+                cursors.set(s, &jid, &ts)?;
                 s.get_session(&folder)
             })
             .await;
@@ -314,7 +323,10 @@ impl Actor {
             output_sent: false,
             errored: false,
         };
-        self.ctx.counters.runs_started.fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .counters
+            .runs_started
+            .fetch_add(1, Ordering::Relaxed);
         let outcome = match self.ctx.launcher.start(spec).await {
             Ok(handle) => self.drive(handle, Driven::Message(&mut run)).await,
             Err(e) => RunOutcome::Error(e.to_string()),
@@ -331,10 +343,11 @@ impl Actor {
             }
             Settlement::RollbackAndRetry { restore_to } => {
                 let jid = self.shared.jid.clone();
+                let cursors = self.ctx.cursors.clone();
                 let restored = self
                     .ctx
                     .store
-                    .call(move |s| set_agent_cursor(s, &jid, &restore_to))
+                    .call(move |s| cursors.set(s, &jid, &restore_to))
                     .await;
                 if let Err(e) = restored {
                     tracing::error!(jid = %self.jid(), cause = %e, "cannot roll back cursor");
@@ -425,10 +438,11 @@ impl Actor {
         match control.send_input(format_messages(&pending)).await {
             Ok(()) => {
                 let jid = self.shared.jid.clone();
+                let cursors = self.ctx.cursors.clone();
                 if let Err(e) = self
                     .ctx
                     .store
-                    .call(move |s| set_agent_cursor(s, &jid, &last))
+                    .call(move |s| cursors.set(s, &jid, &last))
                     .await
                 {
                     tracing::error!(jid = %self.jid(), cause = %e, "cannot advance cursor after piping");

@@ -28,9 +28,7 @@ use tokio::task::JoinHandle;
 use crate::core::types::RegisteredGroup;
 use crate::store::StoreHandle;
 
-pub use retry::{
-    Backoff, DEFAULT_BASE_RETRY, DEFAULT_MAX_RETRIES, RETRY_DELAY_CAP, RetryPolicy,
-};
+pub use retry::{Backoff, DEFAULT_BASE_RETRY, DEFAULT_MAX_RETRIES, RETRY_DELAY_CAP, RetryPolicy};
 pub use run::{
     BoxFuture, Outbound, OutboundError, RunControl, RunError, RunHandle, RunKind, RunLauncher,
     RunOutcome, RunSpec, TaskJob,
@@ -176,6 +174,7 @@ struct Ctx {
     gate: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
     counters: Counters,
+    cursors: cursors::AgentCursorCache,
 }
 
 impl Ctx {
@@ -218,6 +217,7 @@ impl Queue {
             outbound,
             shutdown,
             counters: Counters::default(),
+            cursors: cursors::AgentCursorCache::default(),
         });
         Self {
             inner: Arc::new(Inner {
@@ -408,6 +408,12 @@ impl Queue {
     /// The store handle the queue uses (the scheduler shares it).
     pub fn store(&self) -> &StoreHandle {
         &self.inner.ctx.store
+    }
+
+    /// The agent-cursor cache. Anything else that moves a chat's agent cursor while the queue runs must use
+    /// it, inside a store call, so the cache and the database stay in step.
+    pub fn agent_cursors(&self) -> cursors::AgentCursorCache {
+        self.inner.ctx.cursors.clone()
     }
 
     /// The outbound channel the queue uses (the scheduler's task jobs share it).

@@ -116,7 +116,10 @@ mod tests {
             while let Some(d) = b.next_delay() {
                 n += 1;
                 let (low, high) = policy.delay_bounds(n);
-                assert!(d >= low && d < high, "seed {seed} retry {n}: {d:?} not in [{low:?}, {high:?})");
+                assert!(
+                    d >= low && d < high,
+                    "seed {seed} retry {n}: {d:?} not in [{low:?}, {high:?})"
+                );
             }
             assert_eq!(n, 5, "exactly max_retries delays");
         }

@@ -108,6 +108,12 @@ struct Shared {
     records: Mutex<Vec<RunRecord>>,
     live: AtomicUsize,
     peak_live: AtomicUsize,
+    /// `<message …>` lines handed to runs so far (prompts and piped inputs).
+    message_lines: AtomicUsize,
+}
+
+fn count_message_lines(text: &str) -> usize {
+    text.lines().filter(|l| l.starts_with("<message ")).count()
 }
 
 impl Shared {
@@ -131,6 +137,7 @@ impl ScriptedLauncher {
                 records: Mutex::new(Vec::new()),
                 live: AtomicUsize::new(0),
                 peak_live: AtomicUsize::new(0),
+                message_lines: AtomicUsize::new(0),
             }),
         }
     }
@@ -155,6 +162,11 @@ impl ScriptedLauncher {
         self.shared.live.load(Ordering::Acquire)
     }
 
+    /// `<message>` lines handed to runs so far, in prompts and piped inputs (a cheap progress count).
+    pub fn message_lines(&self) -> usize {
+        self.shared.message_lines.load(Ordering::Acquire)
+    }
+
     /// Most runs ever live at once.
     pub fn peak_live(&self) -> usize {
         self.shared.peak_live.load(Ordering::Acquire)
@@ -164,6 +176,9 @@ impl ScriptedLauncher {
 impl RunLauncher for ScriptedLauncher {
     fn start(&self, spec: RunSpec) -> BoxFuture<'_, Result<RunHandle, RunError>> {
         Box::pin(async move {
+            self.shared
+                .message_lines
+                .fetch_add(count_message_lines(&spec.input.prompt), Ordering::AcqRel);
             let index = {
                 let mut records = self.shared.records();
                 let index = records.len();
@@ -331,6 +346,9 @@ impl RunControl for ScriptedControl {
             if ended {
                 return Err(RunError::Input("run is not accepting input".into()));
             }
+            self.shared
+                .message_lines
+                .fetch_add(count_message_lines(&text), Ordering::AcqRel);
             self.update(|inbox, record| {
                 record.inputs.push(text.clone());
                 inbox.inputs.push_back(text);

@@ -149,7 +149,10 @@ impl TaskJob for TestJob {
     }
     fn prepare(&mut self) -> BoxFuture<'_, Option<RunSpec>> {
         Box::pin(async move {
-            self.log.lock().unwrap().push(format!("prepare {}", self.id));
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("prepare {}", self.id));
             (!self.skip).then(|| RunSpec {
                 input: ContainerInput {
                     prompt: format!("task {}", self.id),
@@ -202,7 +205,9 @@ async fn only_one_run_per_group_at_a_time() {
     settle().await;
     // A task for the same group while its message run is live must wait for the slot.
     assert_eq!(
-        h.queue.enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log)).await,
+        h.queue
+            .enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log))
+            .await,
         TaskEnqueue::Queued
     );
     sleep(Duration::from_millis(500)).await;
@@ -229,7 +234,11 @@ async fn respects_global_concurrency_limit() {
     assert_eq!(h.launcher.started(), 2);
     assert_eq!(h.launcher.live(), 2);
     sleep(Duration::from_secs(1)).await;
-    assert_eq!(h.launcher.started(), 3, "third group starts when a slot frees");
+    assert_eq!(
+        h.launcher.started(),
+        3,
+        "third group starts when a slot frees"
+    );
     assert_eq!(h.launcher.peak_live(), 2);
     assert_eq!(h.queue.stats().peak_active_runs, 2);
 }
@@ -238,7 +247,10 @@ async fn respects_global_concurrency_limit() {
 async fn drains_tasks_before_messages_for_same_group() {
     let launcher = ScriptedLauncher::new(|_, i| {
         if i == 0 {
-            Behavior::Steps(vec![Step::Sleep(Duration::from_secs(1)), Step::Reply("first".into())])
+            Behavior::Steps(vec![
+                Step::Sleep(Duration::from_secs(1)),
+                Step::Reply("first".into()),
+            ])
         } else {
             Behavior::reply("later")
         }
@@ -250,13 +262,21 @@ async fn drains_tasks_before_messages_for_same_group() {
     h.message("g1@g.us", "first").await;
     settle().await;
     // While the first run is busy: a task, then more messages.
-    h.queue.enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log)).await;
+    h.queue
+        .enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log))
+        .await;
     h.message("g1@g.us", "second").await;
     sleep(Duration::from_secs(2)).await;
-    assert_eq!(kinds(&h), vec![RunKind::Message, RunKind::Task, RunKind::Message]);
+    assert_eq!(
+        kinds(&h),
+        vec![RunKind::Message, RunKind::Task, RunKind::Message]
+    );
     let records = h.launcher.records();
     assert_eq!(contents(&records[2].spec.input.prompt), vec!["second"]);
-    assert!(records[0].inputs.is_empty(), "not piped: a task was waiting for the slot");
+    assert!(
+        records[0].inputs.is_empty(),
+        "not piped: a task was waiting for the slot"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -267,7 +287,11 @@ async fn contract_5_10_retry_backoff_jitter_bounds_max_retries_and_rollback() {
     h.message("g1@g.us", "hello").await;
     settle().await;
     assert_eq!(h.launcher.started(), 1);
-    assert_eq!(h.cursor("g1@g.us").await, "", "cursor rolled back after the failure");
+    assert_eq!(
+        h.cursor("g1@g.us").await,
+        "",
+        "cursor rolled back after the failure"
+    );
     // Walk through the retries: each one inside its jitter window.
     sleep(Duration::from_secs(400)).await;
     let records = h.launcher.records();
@@ -276,7 +300,10 @@ async fn contract_5_10_retry_backoff_jitter_bounds_max_retries_and_rollback() {
     for n in 1..=5u32 {
         let gap = records[n as usize].started_at - records[n as usize - 1].ended_at.unwrap();
         let (low, high) = policy.delay_bounds(n);
-        assert!(gap >= low && gap < high, "retry {n}: {gap:?} not in [{low:?}, {high:?})");
+        assert!(
+            gap >= low && gap < high,
+            "retry {n}: {gap:?} not in [{low:?}, {high:?})"
+        );
     }
     assert!(records[5].started_at - t0 >= Duration::from_secs(155));
     assert_eq!(h.cursor("g1@g.us").await, "", "messages stay pending");
@@ -288,7 +315,10 @@ async fn contract_5_10_retry_backoff_jitter_bounds_max_retries_and_rollback() {
     settle().await;
     let records = h.launcher.records();
     assert_eq!(records.len(), 7);
-    assert_eq!(contents(&records[6].spec.input.prompt), vec!["hello", "again"]);
+    assert_eq!(
+        contents(&records[6].spec.input.prompt),
+        vec!["hello", "again"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -301,7 +331,11 @@ async fn contract_3_11h_failure_after_output_does_not_roll_back_or_retry() {
     h.register(group("g1@g.us", "g1", false));
     let ts = h.message("g1@g.us", "hello").await;
     sleep(Duration::from_secs(600)).await;
-    assert_eq!(h.launcher.started(), 1, "no retry: the user already has a reply");
+    assert_eq!(
+        h.launcher.started(),
+        1,
+        "no retry: the user already has a reply"
+    );
     assert_eq!(h.cursor("g1@g.us").await, ts, "cursor stays advanced");
     assert_eq!(h.out.sent_to("g1@g.us"), vec!["Andy: partial answer"]);
     assert_eq!(h.queue.stats().retries_scheduled, 0);
@@ -341,7 +375,9 @@ async fn prevents_new_enqueues_after_shutdown() {
     assert!(!h.queue.notify_messages("g1@g.us"));
     let log = Arc::new(Mutex::new(Vec::new()));
     assert_eq!(
-        h.queue.enqueue_task("g1@g.us", TestJob::boxed("t", &g, &log)).await,
+        h.queue
+            .enqueue_task("g1@g.us", TestJob::boxed("t", &g, &log))
+            .await,
         TaskEnqueue::ShuttingDown
     );
     h.message("g1@g.us", "late").await;
@@ -396,9 +432,14 @@ async fn does_not_preempt_busy_run_but_preempts_when_it_goes_idle() {
     h.register(g.clone());
     h.message("g1@g.us", "hi").await;
     sleep(Duration::from_secs(1)).await;
-    h.queue.enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log)).await;
+    h.queue
+        .enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log))
+        .await;
     settle().await;
-    assert!(!h.launcher.records()[0].closed, "agent is working: no _close");
+    assert!(
+        !h.launcher.records()[0].closed,
+        "agent is working: no _close"
+    );
     // The reply makes the run idle; the pending task closes it at once rather than after the idle timeout.
     sleep(Duration::from_secs(5)).await;
     let records = h.launcher.records();
@@ -423,9 +464,14 @@ async fn preempts_idle_run_when_task_is_enqueued() {
     h.message("g1@g.us", "hi").await;
     sleep(Duration::from_secs(1)).await;
     assert!(!h.launcher.records()[0].closed);
-    h.queue.enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log)).await;
+    h.queue
+        .enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log))
+        .await;
     settle().await;
-    assert!(h.launcher.records()[0].closed, "idle run closed for the task");
+    assert!(
+        h.launcher.records()[0].closed,
+        "idle run closed for the task"
+    );
     settle().await;
     assert_eq!(kinds(&h), vec![RunKind::Message, RunKind::Task]);
 }
@@ -447,13 +493,18 @@ async fn piped_follow_up_makes_run_busy_so_task_does_not_preempt() {
     sleep(Duration::from_secs(6)).await; // replied: idle
     h.message("g1@g.us", "follow-up").await; // piped: busy again
     settle().await;
-    h.queue.enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log)).await;
+    h.queue
+        .enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log))
+        .await;
     settle().await;
     let records = h.launcher.records();
     assert_eq!(records[0].inputs.len(), 1);
     assert!(!records[0].closed, "agent is working on the follow-up");
     sleep(Duration::from_secs(5)).await;
-    assert!(h.launcher.records()[0].closed, "closed after the follow-up's reply");
+    assert!(
+        h.launcher.records()[0].closed,
+        "closed after the follow-up's reply"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -466,16 +517,24 @@ async fn contract_12_12_follow_ups_are_not_piped_into_task_runs() {
     let g = group("g1@g.us", "g1", false);
     let log = Arc::new(Mutex::new(Vec::new()));
     h.register(g.clone());
-    h.queue.enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log)).await;
+    h.queue
+        .enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log))
+        .await;
     settle().await;
     h.message("g1@g.us", "user says hi").await;
     settle().await;
-    assert!(h.launcher.records()[0].inputs.is_empty(), "task run got no user input");
+    assert!(
+        h.launcher.records()[0].inputs.is_empty(),
+        "task run got no user input"
+    );
     // After the task's idle close, the message gets its own run.
     sleep(h.queue.settings().idle_timeout + Duration::from_secs(1)).await;
     let records = h.launcher.records();
     assert_eq!(kinds(&h), vec![RunKind::Task, RunKind::Message]);
-    assert_eq!(contents(&records[1].spec.input.prompt), vec!["user says hi"]);
+    assert_eq!(
+        contents(&records[1].spec.input.prompt),
+        vec!["user says hi"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -489,27 +548,37 @@ async fn contract_12_9_skips_a_task_that_is_running_or_queued() {
     let log = Arc::new(Mutex::new(Vec::new()));
     h.register(g.clone());
     assert_eq!(
-        h.queue.enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log)).await,
+        h.queue
+            .enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log))
+            .await,
         TaskEnqueue::Queued
     );
     settle().await;
     assert_eq!(
-        h.queue.enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log)).await,
+        h.queue
+            .enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log))
+            .await,
         TaskEnqueue::AlreadyRunning
     );
     assert_eq!(
-        h.queue.enqueue_task("g1@g.us", TestJob::boxed("t2", &g, &log)).await,
+        h.queue
+            .enqueue_task("g1@g.us", TestJob::boxed("t2", &g, &log))
+            .await,
         TaskEnqueue::Queued
     );
     assert_eq!(
-        h.queue.enqueue_task("g1@g.us", TestJob::boxed("t2", &g, &log)).await,
+        h.queue
+            .enqueue_task("g1@g.us", TestJob::boxed("t2", &g, &log))
+            .await,
         TaskEnqueue::AlreadyQueued
     );
     sleep(Duration::from_secs(30)).await;
     assert_eq!(h.launcher.started(), 2);
     // Once finished, the same id may be queued again.
     assert_eq!(
-        h.queue.enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log)).await,
+        h.queue
+            .enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log))
+            .await,
         TaskEnqueue::Queued
     );
 }
@@ -536,7 +605,10 @@ async fn contract_3_11c_untriggered_messages_wait_as_context() {
     assert_eq!(h.cursor("g1@g.us").await, ts);
     assert_eq!(h.out.sent_to("g1@g.us"), vec!["Andy: hi"]);
     let typing = h.out.log().typing;
-    assert_eq!(typing, vec![("g1@g.us".into(), true), ("g1@g.us".into(), false)]);
+    assert_eq!(
+        typing,
+        vec![("g1@g.us".into(), true), ("g1@g.us".into(), false)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -586,7 +658,10 @@ async fn contract_5_15_idle_timeout_closes_input() {
     assert!(r.closed);
     // Reply at 2 s, close 120 s after that frame.
     let lived = r.ended_at.unwrap() - r.started_at;
-    assert!(lived >= Duration::from_secs(122) && lived < Duration::from_secs(123), "{lived:?}");
+    assert!(
+        lived >= Duration::from_secs(122) && lived < Duration::from_secs(123),
+        "{lived:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -600,7 +675,10 @@ async fn contract_12_6_run_without_output_is_closed_after_idle_timeout_from_spaw
     h.register(group("g1@g.us", "main", false));
     h.message("g1@g.us", "hi").await;
     sleep(Duration::from_secs(121)).await;
-    assert!(h.launcher.records()[0].closed, "the original never closed a silent run");
+    assert!(
+        h.launcher.records()[0].closed,
+        "the original never closed a silent run"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -617,7 +695,10 @@ async fn contract_7_10_session_ids_from_message_runs_are_stored() {
     settle().await;
     let session = h.store.call(|s| s.get_session("g1")).await.unwrap();
     assert_eq!(session.as_deref(), Some("sess-1"));
-    assert!(h.out.sent_to("g1@g.us").is_empty(), "a session frame sends nothing");
+    assert!(
+        h.out.sent_to("g1@g.us").is_empty(),
+        "a session frame sends nothing"
+    );
     h.message("g1@g.us", "again").await;
     settle().await;
     assert_eq!(
@@ -659,16 +740,33 @@ async fn contract_12_17_shutdown_closes_waits_then_kills_and_rolls_back() {
     h.queue.shutdown().await;
     let waited = Instant::now() - t0;
     let records = h.launcher.records();
-    let hang = records.iter().find(|r| r.spec.group.folder == "hang").unwrap();
-    let polite = records.iter().find(|r| r.spec.group.folder == "polite").unwrap();
-    assert!(hang.closed && hang.killed, "closed first, killed after the grace");
+    let hang = records
+        .iter()
+        .find(|r| r.spec.group.folder == "hang")
+        .unwrap();
+    let polite = records
+        .iter()
+        .find(|r| r.spec.group.folder == "polite")
+        .unwrap();
+    assert!(
+        hang.closed && hang.killed,
+        "closed first, killed after the grace"
+    );
     assert!(polite.closed && !polite.killed);
     assert!(polite.ended_at.unwrap() - t0 < Duration::from_millis(100));
     assert!(waited >= h.queue.settings().shutdown_grace, "{waited:?}");
     assert!(waited < h.queue.settings().shutdown_grace + Duration::from_secs(1));
-    assert_eq!(h.cursor("a@g.us").await, "", "no output: rolled back for the next start");
+    assert_eq!(
+        h.cursor("a@g.us").await,
+        "",
+        "no output: rolled back for the next start"
+    );
     assert_eq!(h.cursor("b@g.us").await, ts_b, "answered: kept");
-    assert_eq!(h.queue.stats().retries_scheduled, 0, "no retries during shutdown");
+    assert_eq!(
+        h.queue.stats().retries_scheduled,
+        0,
+        "no retries during shutdown"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -785,8 +883,12 @@ async fn fairness_waiting_groups_go_before_a_busy_group_runs_again() {
     let log = Arc::new(Mutex::new(Vec::new()));
     h.register(g.clone());
     h.register(group("other@g.us", "other", false));
-    h.queue.enqueue_task("busy@g.us", TestJob::boxed("t1", &g, &log)).await;
-    h.queue.enqueue_task("busy@g.us", TestJob::boxed("t2", &g, &log)).await;
+    h.queue
+        .enqueue_task("busy@g.us", TestJob::boxed("t1", &g, &log))
+        .await;
+    h.queue
+        .enqueue_task("busy@g.us", TestJob::boxed("t2", &g, &log))
+        .await;
     settle().await;
     h.message("other@g.us", "waiting").await;
     sleep(Duration::from_secs(5)).await;
@@ -826,7 +928,9 @@ async fn task_job_sees_frames_and_outcome_in_order() {
     let g = group("g1@g.us", "g1", false);
     let log = Arc::new(Mutex::new(Vec::new()));
     h.register(g.clone());
-    h.queue.enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log)).await;
+    h.queue
+        .enqueue_task("g1@g.us", TestJob::boxed("t1", &g, &log))
+        .await;
     settle().await;
     assert_eq!(
         *log.lock().unwrap(),
@@ -836,7 +940,11 @@ async fn task_job_sees_frames_and_outcome_in_order() {
             "finish t1 Error(\"bad\")".to_string(),
         ]
     );
-    assert_eq!(h.queue.stats().retries_scheduled, 0, "task runs are never retried by the queue");
+    assert_eq!(
+        h.queue.stats().retries_scheduled,
+        0,
+        "task runs are never retried by the queue"
+    );
 }
 
 // ---- property: random interleavings ------------------------------------------------------------------
@@ -885,7 +993,10 @@ mod prop {
                     reply: "ok".into(),
                 }])
             } else {
-                Behavior::Steps(vec![Step::Sleep(Duration::from_millis(ms)), Step::Reply("ok".into())])
+                Behavior::Steps(vec![
+                    Step::Sleep(Duration::from_millis(ms)),
+                    Step::Reply("ok".into()),
+                ])
             }
         });
         let h = Harness::new(
@@ -896,8 +1007,9 @@ mod prop {
             },
             launcher,
         );
-        let groups: Vec<RegisteredGroup> =
-            (0..4).map(|i| group(&format!("g{i}@g.us"), &format!("g{i}"), false)).collect();
+        let groups: Vec<RegisteredGroup> = (0..4)
+            .map(|i| group(&format!("g{i}@g.us"), &format!("g{i}"), false))
+            .collect();
         for g in &groups {
             h.register(g.clone());
         }
@@ -916,7 +1028,10 @@ mod prop {
                     sleep(Duration::from_millis(*after_ms)).await;
                     let r = h
                         .queue
-                        .enqueue_task(&groups[*group].jid, TestJob::boxed(&format!("t{n}"), &groups[*group], &log))
+                        .enqueue_task(
+                            &groups[*group].jid,
+                            TestJob::boxed(&format!("t{n}"), &groups[*group], &log),
+                        )
                         .await;
                     assert_eq!(r, TaskEnqueue::Queued);
                     tasks += 1;
@@ -926,14 +1041,25 @@ mod prop {
         sleep(Duration::from_secs(600)).await;
         let records = h.launcher.records();
         // Never more than the limit at once.
-        assert!(h.launcher.peak_live() <= limit, "peak {} > limit {limit}", h.launcher.peak_live());
+        assert!(
+            h.launcher.peak_live() <= limit,
+            "peak {} > limit {limit}",
+            h.launcher.peak_live()
+        );
         assert_eq!(h.launcher.live(), 0);
         // Per group: runs never overlap, and the messages handed to agents (prompts and piped
         // inputs, in time order) are exactly the sent ones, in order, once each.
         for (gi, g) in groups.iter().enumerate() {
-            let mine: Vec<_> = records.iter().filter(|r| r.spec.group.jid == g.jid).collect();
+            let mine: Vec<_> = records
+                .iter()
+                .filter(|r| r.spec.group.jid == g.jid)
+                .collect();
             for pair in mine.windows(2) {
-                assert!(pair[1].started_at >= pair[0].ended_at.unwrap(), "overlap in {}", g.jid);
+                assert!(
+                    pair[1].started_at >= pair[0].ended_at.unwrap(),
+                    "overlap in {}",
+                    g.jid
+                );
             }
             let mut seen = Vec::new();
             for r in mine.iter().filter(|r| r.spec.kind == RunKind::Message) {
@@ -944,7 +1070,10 @@ mod prop {
             }
             assert_eq!(seen, sent[gi], "group {gi}");
         }
-        let task_runs = records.iter().filter(|r| r.spec.kind == RunKind::Task).count();
+        let task_runs = records
+            .iter()
+            .filter(|r| r.spec.kind == RunKind::Task)
+            .count();
         assert_eq!(task_runs, tasks, "every task ran exactly once");
     }
 }

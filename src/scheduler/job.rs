@@ -37,7 +37,11 @@ impl TaskRunJob {
 
 /// Records `Group not found` once and pauses the task, where the original re-logged it every minute
 /// forever (contract §6.6, fixed per §12.10).
-pub(super) fn pause_orphan(store: &Store, task: &ScheduledTask, run_at: &str) -> Result<(), StoreError> {
+pub(super) fn pause_orphan(
+    store: &Store,
+    task: &ScheduledTask,
+    run_at: &str,
+) -> Result<(), StoreError> {
     store.log_task_run(&TaskRunLog {
         task_id: task.id.clone(),
         run_at: run_at.to_string(),

@@ -127,7 +127,9 @@ struct Inner {
 
 impl Inner {
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -211,10 +213,7 @@ impl Scheduler {
             context_mode: ContextMode::parse(req.context_mode.as_deref().unwrap_or("isolated")),
         };
         let row = task.clone();
-        self.inner
-            .store
-            .call(move |s| s.create_task(&row))
-            .await?;
+        self.inner.store.call(move |s| s.create_task(&row)).await?;
         tracing::info!(task = %task.id, next_run = ?task.next_run, "task created");
         self.tasks_changed();
         Ok(task)

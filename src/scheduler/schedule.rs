@@ -98,9 +98,8 @@ pub fn resolve_local(naive: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
         LocalResult::None => {
             let before = naive.checked_sub_signed(TimeDelta::days(1))?;
             let offset = tz.offset_from_utc_datetime(&before).fix();
-            let utc = naive.checked_sub_signed(TimeDelta::seconds(i64::from(
-                offset.local_minus_utc(),
-            )))?;
+            let utc = naive
+                .checked_sub_signed(TimeDelta::seconds(i64::from(offset.local_minus_utc())))?;
             Some(Utc.from_utc_datetime(&utc))
         }
     }

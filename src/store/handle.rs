@@ -10,8 +10,15 @@
 //! like "nothing to do" and lets the clock jump ahead mid-query. The queue and scheduler tests rely on
 //! that determinism. Why a std mutex and not tokio's: the lock is only ever held inside the blocking
 //! closure, never across an `.await`, and some calls need `&mut Store` (transactions).
+//!
+//! Calls are admitted one at a time by a one-permit async semaphore before they reach the blocking pool.
+//! There is one connection, so more would only queue on the mutex, each parked on its own pool thread: a
+//! burst of a thousand actors (startup recovery) would spawn hundreds of threads. Waiting on the
+//! semaphore costs no thread, and its FIFO order makes call order follow arrival order.
 
 use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Semaphore;
 
 use crate::store::{Store, StoreError};
 
@@ -30,6 +37,7 @@ pub enum StoreHandleError {
 #[derive(Clone)]
 pub struct StoreHandle {
     inner: Arc<Mutex<Store>>,
+    admit: Arc<Semaphore>,
 }
 
 impl StoreHandle {
@@ -37,6 +45,7 @@ impl StoreHandle {
     pub fn new(store: Store) -> Self {
         Self {
             inner: Arc::new(Mutex::new(store)),
+            admit: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -48,7 +57,13 @@ impl StoreHandle {
         T: Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        let permit = Arc::clone(&self.admit)
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreHandleError::Join(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
+            // Held until the call is done, even if the caller stops waiting.
+            let _permit = permit;
             // A panic inside an earlier closure poisons the lock, but the connection itself is still
             // consistent (SQLite rolls back an unfinished transaction), so keep going.
             let mut store = inner.lock().unwrap_or_else(PoisonError::into_inner);
