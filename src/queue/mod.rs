@@ -178,8 +178,9 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// True once shutdown started, or once every [`Queue`] handle is gone (the sender is dropped).
     fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        *self.shutdown.borrow() || self.shutdown.has_changed().is_err()
     }
 }
 

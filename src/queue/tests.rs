@@ -386,6 +386,20 @@ async fn prevents_new_enqueues_after_shutdown() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn dropping_the_queue_stops_its_actors() {
+    let h = Harness::with_limit(2, ScriptedLauncher::always(Behavior::reply("x")));
+    h.register(group("g1@g.us", "g1", false));
+    settle().await;
+    let Harness {
+        queue, launcher, ..
+    } = h;
+    drop(queue);
+    // A spinning actor would keep the paused runtime busy and this sleep would never end.
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(launcher.started(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn drains_waiting_groups_when_slots_free_up() {
     let launcher = ScriptedLauncher::always(Behavior::Steps(vec![Step::WaitClose]));
     let h = Harness::new(

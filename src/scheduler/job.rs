@@ -63,7 +63,7 @@ pub(super) fn pause_orphan(
 enum Prepared {
     Gone,
     Orphan,
-    Run(ScheduledTask, RegisteredGroup, Option<String>),
+    Run(Box<(ScheduledTask, RegisteredGroup, Option<String>)>),
 }
 
 impl TaskJob for TaskRunJob {
@@ -101,11 +101,12 @@ impl TaskJob for TaskRunJob {
                         ContextMode::Group => s.get_session(&group.folder)?,
                         ContextMode::Isolated => None,
                     };
-                    Ok(Prepared::Run(task, group, session))
+                    Ok(Prepared::Run(Box::new((task, group, session))))
                 })
                 .await;
             match prepared {
-                Ok(Prepared::Run(task, group, session_id)) => {
+                Ok(Prepared::Run(run)) => {
+                    let (task, group, session_id) = *run;
                     self.task = task;
                     tracing::info!(task = %self.task.id, folder = %group.folder, "running scheduled task");
                     Some(RunSpec {
