@@ -289,7 +289,8 @@ impl Actor {
             .ctx
             .store
             .call(move |s| {
-                cursors.set(s, &jid, &ts)?;
+                // §12.7 fix: in memory only until the run answers (see AgentCursorCache).
+                cursors.advance(s, &jid, &ts)?;
                 s.get_session(&folder)
             })
             .await;
@@ -340,6 +341,7 @@ impl Actor {
         match settle_message_run(&run.previous_cursor, failed, run.output_sent) {
             Settlement::Success => {
                 self.backoff = self.ctx.settings.retry.backoff();
+                self.commit_cursor().await;
             }
             Settlement::RollbackAndRetry { restore_to } => {
                 let jid = self.shared.jid.clone();
@@ -354,6 +356,15 @@ impl Actor {
                 }
                 self.schedule_retry();
             }
+        }
+    }
+
+    /// Makes the chat's live cursor durable: the user has seen an answer to everything up to it.
+    async fn commit_cursor(&self) {
+        let jid = self.shared.jid.clone();
+        let cursors = self.ctx.cursors.clone();
+        if let Err(e) = self.ctx.store.call(move |s| cursors.commit(s, &jid)).await {
+            tracing::error!(jid = %self.jid(), cause = %e, "cannot persist cursor");
         }
     }
 
@@ -394,7 +405,10 @@ impl Actor {
                 self.ctx.outbound.wants_prefix(),
             ) {
                 match self.ctx.outbound.send(&self.shared.jid, out).await {
-                    Ok(()) => run.output_sent = true,
+                    Ok(()) => {
+                        run.output_sent = true;
+                        self.commit_cursor().await;
+                    }
                     Err(e) => tracing::warn!(jid = %self.jid(), cause = %e, "reply not sent"),
                 }
             }
@@ -442,7 +456,7 @@ impl Actor {
                 if let Err(e) = self
                     .ctx
                     .store
-                    .call(move |s| cursors.set(s, &jid, &last))
+                    .call(move |s| cursors.advance(s, &jid, &last))
                     .await
                 {
                     tracing::error!(jid = %self.jid(), cause = %e, "cannot advance cursor after piping");

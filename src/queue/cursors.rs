@@ -39,32 +39,69 @@ pub fn set_agent_cursor(store: &Store, chat_jid: &str, timestamp: &str) -> Resul
     store.set_state(KEY_LAST_AGENT_TIMESTAMP, &cursors.to_json())
 }
 
-/// The agent-cursor map, cached in memory and written through. Cloning shares the cache.
+/// The agent-cursor map, cached in memory. Cloning shares the cache.
+///
+/// It keeps two views. `live` is what the queue works with: advanced when a batch is handed to an agent
+/// (contract §3.11e) or piped (§3.10e). `durable` is what the database holds. The original persisted the
+/// advance before the run, so a crash mid-run lost the batch (§12.7). Here an advance reaches the database
+/// only once the run has sent visible output, or has ended successfully ([`Self::commit`]); a crash before
+/// that leaves the old cursor on disk and startup recovery hands the batch to an agent again. Once output
+/// was sent the advance is durable, so a restart never repeats a reply.
 #[derive(Debug, Clone, Default)]
-pub struct AgentCursorCache(Arc<Mutex<Option<AgentCursors>>>);
+pub struct AgentCursorCache(Arc<Mutex<Option<CursorViews>>>);
+
+#[derive(Debug)]
+struct CursorViews {
+    live: AgentCursors,
+    durable: AgentCursors,
+}
 
 impl AgentCursorCache {
-    fn with<T>(&self, store: &Store, f: impl FnOnce(&mut AgentCursors) -> T) -> Result<T> {
+    fn with<T>(&self, store: &Store, f: impl FnOnce(&mut CursorViews) -> T) -> Result<T> {
         let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let cursors = match slot.as_mut() {
-            Some(c) => c,
-            None => slot.insert(load_agent_cursors(store)?),
+        let views = match slot.as_mut() {
+            Some(v) => v,
+            None => {
+                let durable = load_agent_cursors(store)?;
+                slot.insert(CursorViews {
+                    live: durable.clone(),
+                    durable,
+                })
+            }
         };
-        Ok(f(cursors))
+        Ok(f(views))
     }
 
-    /// One chat's cursor; `''` when it has none. Reads the database only the first time.
+    /// One chat's live cursor; `''` when it has none. Reads the database only the first time.
     pub fn get(&self, store: &Store, chat_jid: &str) -> Result<String> {
-        self.with(store, |c| c.get(chat_jid).to_string())
+        self.with(store, |v| v.live.get(chat_jid).to_string())
     }
 
-    /// Sets one chat's cursor and persists the whole map. Call inside a store call so writes are ordered.
-    pub fn set(&self, store: &Store, chat_jid: &str, timestamp: &str) -> Result<()> {
-        let json = self.with(store, |c| {
-            c.set(chat_jid, timestamp);
-            c.to_json()
+    /// Moves the live cursor forward without writing it: the batch is in flight.
+    pub fn advance(&self, store: &Store, chat_jid: &str, timestamp: &str) -> Result<()> {
+        self.with(store, |v| v.live.set(chat_jid, timestamp))
+    }
+
+    /// Makes the chat's live cursor durable. Writes only when it differs from the stored one.
+    pub fn commit(&self, store: &Store, chat_jid: &str) -> Result<()> {
+        let json = self.with(store, |v| {
+            let live = v.live.get(chat_jid).to_string();
+            (v.durable.get(chat_jid) != live).then(|| {
+                v.durable.set(chat_jid, &live);
+                v.durable.to_json()
+            })
         })?;
-        store.set_state(KEY_LAST_AGENT_TIMESTAMP, &json)
+        match json {
+            Some(json) => store.set_state(KEY_LAST_AGENT_TIMESTAMP, &json),
+            None => Ok(()),
+        }
+    }
+
+    /// Sets the chat's cursor in both views and persists it (a rollback, or an external writer). Call
+    /// inside a store call so writes are ordered.
+    pub fn set(&self, store: &Store, chat_jid: &str, timestamp: &str) -> Result<()> {
+        self.advance(store, chat_jid, timestamp)?;
+        self.commit(store, chat_jid)
     }
 
     /// The chat's cursor and its pending messages (newer than the cursor, bot echoes excluded), oldest

@@ -649,7 +649,80 @@ async fn contract_3_10e_follow_up_is_piped_and_advances_cursor() {
         contents(&records[0].inputs[0]),
         vec!["side remark", "@Andy and another thing"]
     );
+    // §12.7: the advance reaches the database once the agent has answered the follow-up.
+    assert_ne!(h.cursor("g1@g.us").await, ts);
+    sleep(Duration::from_millis(200)).await;
     assert_eq!(h.cursor("g1@g.us").await, ts);
+}
+
+/// Runs `steps` for one message in a runtime that is then dropped mid-run, as if the host died.
+fn crash_mid_run(store: &StoreHandle, steps: Vec<Step>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let h = Harness {
+            queue: Queue::new(
+                QueueSettings::default(),
+                store.clone(),
+                Arc::new(ScriptedLauncher::always(Behavior::Steps(steps.clone()))),
+                Arc::new(RecordingOutbound::new()),
+            ),
+            launcher: ScriptedLauncher::always(Behavior::Steps(Vec::new())),
+            out: RecordingOutbound::new(),
+            store: store.clone(),
+            seq: AtomicUsize::new(0),
+        };
+        h.register(group("g1@g.us", "g1", false));
+        h.message("g1@g.us", "are you there?").await;
+        sleep(Duration::from_secs(1)).await;
+    });
+    drop(rt);
+}
+
+fn restart_and_recover(store: &StoreHandle) -> Vec<crate::queue::testing::RunRecord> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let launcher = ScriptedLauncher::always(Behavior::reply("here"));
+        let queue = Queue::new(
+            QueueSettings::default(),
+            store.clone(),
+            Arc::new(launcher.clone()),
+            Arc::new(RecordingOutbound::new()),
+        );
+        queue.register_group(group("g1@g.us", "g1", false));
+        queue.recover();
+        sleep(Duration::from_secs(1)).await;
+        launcher.records()
+    })
+}
+
+#[test]
+fn contract_12_7_batch_in_flight_at_a_crash_is_recovered() {
+    let store = StoreHandle::new(Store::open_in_memory().unwrap());
+    crash_mid_run(&store, vec![Step::Hang]);
+    assert_eq!(
+        store.blocking(|s| agent_cursor(s, "g1@g.us")).unwrap(),
+        "",
+        "the advance was never written"
+    );
+    let runs = restart_and_recover(&store);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(contents(&runs[0].spec.input.prompt), vec!["are you there?"]);
+}
+
+#[test]
+fn contract_12_7_answered_batch_is_not_repeated_after_a_crash() {
+    let store = StoreHandle::new(Store::open_in_memory().unwrap());
+    crash_mid_run(&store, vec![Step::Reply("yes".into()), Step::Hang]);
+    assert_ne!(store.blocking(|s| agent_cursor(s, "g1@g.us")).unwrap(), "");
+    assert!(restart_and_recover(&store).is_empty(), "no duplicate reply");
 }
 
 #[tokio::test(start_paused = true)]
