@@ -7,10 +7,12 @@
 //! - [`store`]: the SQLite database: schema compatible with the original host, versioned additive migrations.
 //! - [`queue`]: per-group actors with bounded mailboxes, a global run gate, retries, follow-up piping.
 //! - [`scheduler`]: cron/interval/once next-run computation and the event-driven due-task engine.
+//! - [`channel`]: chat transports behind one trait: the local Unix-socket channel (WhatsApp behind a feature).
 //! - [`host`]: the binary's edge: configuration, telemetry, `doctor` checks.
 //!
 //! See `ARCHITECTURE.md` for the map and the invariants.
 
+pub mod channel;
 pub mod core;
 pub mod host;
 pub mod queue;

@@ -4,6 +4,7 @@
 pub mod cursor;
 pub mod format;
 pub mod redact;
+pub mod route;
 pub mod time;
 pub mod trigger;
 pub mod types;
