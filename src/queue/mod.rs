@@ -35,12 +35,12 @@ pub use run::{
 };
 
 /// Default mailbox capacity per group. Wake-ups coalesce to at most one, so this bounds queued task runs.
-pub const DEFAULT_MAILBOX_CAPACITY: usize = 32;
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 64;
 /// Default global limit on concurrent runs (contract §1.2).
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 5;
 /// Default idle timeout. The original's 30 min held a slot for half an hour after every reply
-/// (contract §12.6); a few minutes keeps follow-ups cheap without starving other groups.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3 * 60);
+/// (contract §12.6); two minutes keeps follow-ups cheap without starving other groups.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 /// Default shutdown grace: how long live runs may finish after `_close` before they are killed
 /// (contract §1.6, §12.17).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
