@@ -425,10 +425,15 @@ async fn drains_waiting_groups_when_slots_free_up() {
             .map(|r| r.spec.group.folder.clone())
             .collect()
     };
-    assert_eq!(folders(&h), vec!["g1", "g2"]);
+    // Groups woken together may start in either order (their store calls finish on pool threads).
+    let mut first_two = folders(&h);
+    first_two.sort();
+    assert_eq!(first_two, vec!["g1", "g2"]);
     // Idle timeout closes the first two; the waiting group gets a slot.
     sleep(Duration::from_secs(61)).await;
-    assert_eq!(folders(&h), vec!["g1", "g2", "g3"]);
+    let all = folders(&h);
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[2], "g3");
 }
 
 #[tokio::test(start_paused = true)]
