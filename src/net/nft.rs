@@ -256,20 +256,22 @@ pub fn apply(n: &Nftables<'_>) -> Result<(), NetError> {
 
 /// The table as the kernel has it, or `None` when it does not exist.
 pub fn list_table() -> Result<Option<Nftables<'static>>, NetError> {
-    match helper::get_current_ruleset_with_args(
-        helper::DEFAULT_NFT,
-        &["list", "table", "inet", TABLE],
-    ) {
-        Ok(n) => Ok(Some(n)),
-        Err(e) => {
-            let text = e.to_string();
-            if text.contains("No such file or directory") {
-                Ok(None)
-            } else {
-                Err(NetError::Nft(text))
-            }
+    // Run directly rather than through the crate's helper: its error drops nft's stderr, which is the
+    // only way to tell "no such table" from a real failure.
+    let out = std::process::Command::new("nft")
+        .args(["-j", "list", "table", "inet", TABLE])
+        .output()
+        .map_err(|e| NetError::Nft(format!("cannot run nft: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("No such file or directory") {
+            return Ok(None);
         }
+        return Err(NetError::Nft(err.trim().to_string()));
     }
+    serde_json::from_slice(&out.stdout)
+        .map(Some)
+        .map_err(|e| NetError::Nft(format!("unreadable nft listing: {e}")))
 }
 
 fn rules<'a, 'b>(n: &'a Nftables<'b>) -> impl Iterator<Item = &'a Rule<'b>> {
