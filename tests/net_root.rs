@@ -567,7 +567,8 @@ fn connect_proxy_applies_the_allowlist_and_closes_the_known_bypasses() {
             let (st, text, _) = proxy_connect(proxy, &format!("{host_ip}:{PROXY_PORT}"));
             r.insert("self", (st, text));
             let (st, _, mut s) = proxy_connect(proxy, "allowed.test:80");
-            write!(s, "CONNECT {host_ip}:{PROXY_PORT} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let nested = format!("CONNECT {host_ip}:{PROXY_PORT} HTTP/1.1\r\nHost: x\r\n\r\n");
+            s.write_all(nested.as_bytes()).unwrap();
             r.insert("nested", (st, read_all(&mut s)));
             // Plain HTTP proxying (absolute-form) to an allowlisted host:80.
             let text = http(

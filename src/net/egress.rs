@@ -59,6 +59,8 @@ pub struct Egress {
     /// Serializes nft rule edits (list-then-delete must not interleave).
     nft_lock: Mutex<()>,
     expiry: Mutex<Option<JoinHandle<()>>>,
+    /// Wakes the expiry task when a grant may have moved the next deadline earlier.
+    granted: Arc<tokio::sync::Notify>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -119,17 +121,22 @@ impl Egress {
             runs: Mutex::new(HashMap::new()),
             nft_lock: Mutex::new(()),
             expiry: Mutex::new(None),
+            granted: Arc::new(tokio::sync::Notify::new()),
         });
         let weak = Arc::downgrade(&egress);
+        let granted = egress.granted.clone();
         let task = tokio::spawn(async move {
             loop {
                 let next = match weak.upgrade() {
                     Some(e) => e.expire_overrides(Instant::now()),
                     None => return,
                 };
-                // Re-check at the next expiry, or every few seconds for newly granted ones.
-                let wake = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
-                tokio::time::sleep_until(wake.min(Instant::now() + Duration::from_secs(5))).await;
+                // Sleep until the next expiry; a new grant wakes us to recompute it.
+                let wake = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = granted.notified() => {}
+                }
             }
         });
         *egress.expiry.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
@@ -315,6 +322,7 @@ impl Egress {
             .unwrap_or_else(|e| e.into_inner())
             .grant(group, entry, duration, Instant::now())
             .map_err(NetError::Policy)?;
+        self.granted.notify_one();
         self.shared.audit.egress(
             group,
             EgressEvent {

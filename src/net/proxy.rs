@@ -240,7 +240,11 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 }
 
 fn refusal(status: StatusCode, reason: &str) -> Response<Body> {
-    text(status, format!("nanoclaw egress proxy: {reason}\n"))
+    let mut r = text(status, format!("nanoclaw egress proxy: {reason}\n"));
+    // A refused client gets nothing more from this connection; closing frees the slot at once.
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// Accepts connections for one run until the task is aborted (run end); aborting also ends every
