@@ -22,6 +22,7 @@ use nanoclaw::core::audit::AuditRecord;
 use nanoclaw::net::audit::{AuditSink, spawn_store_writer};
 use nanoclaw::net::netns::{self, RunLink, in_netns};
 use nanoclaw::net::nft;
+use nanoclaw::net::overrides::{self, Applied, persist_override};
 use nanoclaw::net::proxy::{Resolver, Upstream};
 use nanoclaw::net::secret::Credential;
 use nanoclaw::net::{Egress, EgressConfig, RunNet};
@@ -780,9 +781,15 @@ fn a_short_override_opens_a_host_and_expires_by_itself() {
         let before =
             in_run_async(&run.link, move || proxy_connect(proxy, "other.test:443").0).await;
         assert_eq!(before, 403);
-        w.egress
-            .grant_override("dev", "other.test", Duration::from_secs(2))
-            .unwrap();
+        // The CLI's path: a row in the database, picked up by the running host.
+        {
+            let store = Store::open(&w.db).unwrap();
+            persist_override(&store, "dev", "other.test", "2s").unwrap();
+            let applied = Applied::default();
+            let rows = store.active_overrides(&overrides::now()).unwrap();
+            assert_eq!(w.egress.sync_overrides(&rows, &applied), 1);
+            assert_eq!(w.egress.sync_overrides(&rows, &applied), 0, "applied once");
+        }
         let roots = w.ca_roots.clone();
         let during = in_run_async(&run.link, move || {
             let (st, _, s) = proxy_connect(proxy, "other.test:443");

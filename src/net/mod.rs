@@ -16,6 +16,7 @@ pub mod config;
 pub mod egress;
 pub mod netns;
 pub mod nft;
+pub mod overrides;
 pub mod policy;
 pub mod proxy;
 pub mod secret;
