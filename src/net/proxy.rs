@@ -310,11 +310,11 @@ async fn authorize(
     host: &Host,
     port: u16,
     action: EgressAction,
-) -> Result<Vec<IpAddr>, Response<Body>> {
+) -> Result<Vec<IpAddr>, Box<Response<Body>>> {
     let dest = format!("{host}:{port}");
     let deny = |status, reason: String| {
         ctx.audit(shared, action, dest.clone(), Decision::Deny, reason.clone());
-        Err(refusal(status, &reason))
+        Err(Box::new(refusal(status, &reason)))
     };
     let is_proxy = match host {
         Host::Ip(ip) => {
@@ -401,7 +401,7 @@ async fn connect(req: Request<Incoming>, shared: Arc<Shared>, ctx: Arc<RunCtx>) 
     };
     let ips = match authorize(&shared, &ctx, &host, port, EgressAction::Connect).await {
         Ok(ips) => ips,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let upstream = match connect_any(&ips, port).await {
         Ok(s) => s,
@@ -661,7 +661,7 @@ async fn forward_http(
     }
     let ips = match authorize(&shared, &ctx, &host, port, EgressAction::HttpProxy).await {
         Ok(ips) => ips,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let stream = match connect_any(&ips, port).await {
         Ok(s) => s,
