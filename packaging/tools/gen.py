@@ -227,12 +227,14 @@ def wks(layout: Layout, board: Board, machine_label: str) -> str:
 
 
 def genimage_cfg(layout: Layout, board: Board) -> str:
-    """A genimage template; post-image.sh replaces @BOOT_FILES@ with the boot file list."""
+    """A genimage template. post-image.sh replaces @BOOT_FILES@ with the boot file list and
+    @BOOT_EMPTY@ with `empty = true` when that list is empty (genimage would otherwise fill the
+    vfat from the root path)."""
     boot = layout.partitions[0]
     data = layout.partitions[3]
     out = [f"# {GEN_NOTE}",
            f"# nanoclaw A/B layout for Buildroot board {board.key} ({board.table}).",
-           "# post-image.sh substitutes @BOOT_FILES@ and runs genimage on the result.",
+           "# post-image.sh substitutes @BOOT_FILES@ and @BOOT_EMPTY@, then runs genimage.",
            "",
            f"image {boot.name}.vfat {{",
            "\tvfat {",
@@ -241,6 +243,7 @@ def genimage_cfg(layout: Layout, board: Board) -> str:
            "@BOOT_FILES@",
            "\t\t}",
            "\t}",
+           "@BOOT_EMPTY@",
            f"\tsize = {boot.size_mib}M",
            "}",
            "",
