@@ -128,7 +128,7 @@ def main() -> int:
                 img = build_board(board, Path(tmp))
                 errs = check_image(layout, board, img)
                 names = boot_files(img, layout)
-                want = {"u-boot.bin", "boot.scr", "rpi-firmware"} if board.key == "raspberrypi4_64" else set()
+                want = {"u-boot.bin", "boot.scr", "start4.elf", "config.txt", "bcm2711-rpi-4-b.dtb"} if board.key == "raspberrypi4_64" else set()
                 if not want <= names:
                     errs.append(f"boot partition lacks {sorted(want - names)} (has {sorted(names)})")
             except subprocess.CalledProcessError as e:
