@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import logging
 import os
 import re
 import subprocess
@@ -82,6 +83,22 @@ BBFILE_COLLECTIONS = "core openembedded-layer networking-layer"
 SHELL_FUNC_SKIP = {"__anonymous"}
 
 
+class _Collect(logging.Handler):
+    """BitBake reports many parse errors through its logger before raising a bare exception."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+BB_LOG = _Collect()
+logging.getLogger("BitBake").addHandler(BB_LOG)
+logging.getLogger("BitBake").propagate = False
+
+
 class Failure(Exception):
     pass
 
@@ -118,11 +135,18 @@ def base_data(stub: Path):
 
 
 def check_functions(d, label: str, errors: list[str]) -> None:
+    # `do_install:append() {…}` on a stub class flags "do_install:append" as the function, while
+    # the merged body is read from "do_install": check the base name of every flagged key.
+    funcs: dict[str, bool] = {}
     for key in list(d.keys()):
-        if not d.getVarFlag(key, "func", False) or key in SHELL_FUNC_SKIP:
+        if d.getVarFlag(key, "func", False):
+            base = key.split(":")[0]
+            funcs[base] = funcs.get(base, False) or bool(d.getVarFlag(key, "python", False))
+    for key, is_python in sorted(funcs.items()):
+        if key in SHELL_FUNC_SKIP:
             continue
         body = d.getVar(key, False) or ""
-        if d.getVarFlag(key, "python", False):
+        if is_python:
             try:
                 compile(f"def {key.replace('-', '_').replace(':', '_')}(d):\n" + body, label, "exec")
             except SyntaxError as e:
@@ -139,8 +163,9 @@ def check_functions(d, label: str, errors: list[str]) -> None:
 
 
 def check_expansion(d, label: str, errors: list[str]) -> None:
+    funcs = {k.split(":")[0] for k in d.keys() if d.getVarFlag(k, "func", False)}
     for key in list(d.keys()):
-        if d.getVarFlag(key, "func", False):
+        if key.split(":")[0] in funcs:
             continue
         try:
             d.getVar(key)
@@ -156,7 +181,9 @@ def parse_recipe(path: Path, stub: Path, errors: list[str], appends: list[Path] 
         variants = bb.parse.handle(str(path), d)
         d = variants[""] if isinstance(variants, dict) else variants
     except Exception as e:
-        errors.append(f"{path.name}: parse error: {e}")
+        logged = "; ".join(BB_LOG.messages)
+        BB_LOG.messages.clear()
+        errors.append(f"{path.name}: parse error: {type(e).__name__}: {e} {logged}".rstrip())
         return
     label = (appends[0] if appends else path).name
     for var in ("LICENSE", "SUMMARY"):

@@ -19,9 +19,6 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gen  # noqa: E402
 
-REPO = gen.REPO
-LAYER = gen.LAYER
-BR = gen.BR
 # Buildroot 2026.05.x download format suffixes (package/pkg-download.mk BR_FMT_VERSION_*).
 BR_GIT_FMT, BR_CARGO_FMT = "-git4", "-cargo5"
 
@@ -63,9 +60,9 @@ def mk_var(text: str, var: str) -> str | None:
     return m.group(1) if m else None
 
 
-def git(*args: str) -> str | None:
+def git(root: Path, *args: str) -> str | None:
     try:
-        return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True,
+        return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True,
                               text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -77,7 +74,8 @@ def url_key(url: str) -> str:
     return (u.netloc + u.path).removesuffix("/").removesuffix(".git")
 
 
-def main(release: bool) -> int:
+def main(release: bool, root: Path = gen.REPO) -> int:
+    REPO, LAYER, BR = root, root / "meta-nanoclaw", root / "buildroot-external"
     r = Report(release)
     cargo = tomllib.loads((REPO / "Cargo.toml").read_text())
     pkg = cargo["package"]
@@ -136,8 +134,8 @@ def main(release: bool) -> int:
     repo_key = url_key(pkg.get("repository", ""))
     src_uri = bb_var(rtext, "SRC_URI") or ""
     homes = [bb_var(p.read_text(), "HOMEPAGE") for p in LAYER.rglob("*.bb")]
-    rel_uri = bb_var((LAYER / "recipes-nanoclaw/nanoclaw-runner-image" /
-                      f"nanoclaw-runner-image_{version}.bb").read_text(), "NANOCLAW_RELEASE_URI") or ""
+    runner_bbs = sorted((LAYER / "recipes-nanoclaw/nanoclaw-runner-image").glob("nanoclaw-runner-image_*.bb"))
+    rel_uri = (bb_var(runner_bbs[0].read_text(), "NANOCLAW_RELEASE_URI") or "") if runner_bbs else ""
     br_rel = mk_var(runner_mk, "NANOCLAW_RUNNER_IMAGE_SITE") or ""
     keys = {"Yocto SRC_URI": url_key(src_uri.replace("git://", "https://")),
             "Buildroot NANOCLAW_SITE": url_key(mk_var(mk, "NANOCLAW_SITE") or ""),
@@ -149,15 +147,15 @@ def main(release: bool) -> int:
     r.check("recipe fetches tag v${PV}", "tag=v${PV}" in src_uri, f"SRC_URI = {src_uri}")
 
     srcrev = bb_var(rtext, "SRCREV") or ""
-    tag_commit = git("rev-parse", "-q", "--verify", f"refs/tags/v{version}^{{commit}}")
+    tag_commit = git(REPO, "rev-parse", "-q", "--verify", f"refs/tags/v{version}^{{commit}}")
     if not re.fullmatch(r"[0-9a-f]{40}", srcrev):
         r.fail("SRCREV", f"not a 40-hex commit id: {srcrev!r}")
     elif tag_commit:
         r.check(f"SRCREV == commit of tag v{version}", srcrev == tag_commit, f"{srcrev} != {tag_commit}")
-    elif git("rev-parse", "--git-dir") is None:
+    elif git(REPO, "rev-parse", "--git-dir") is None:
         r.skip("SRCREV", "not a git checkout, cannot look the commit up")
     else:
-        exists = git("cat-file", "-e", f"{srcrev}^{{commit}}") is not None
+        exists = git(REPO, "cat-file", "-e", f"{srcrev}^{{commit}}") is not None
         if not exists:
             r.fail("SRCREV", f"{srcrev} is not a commit of this repository")
         else:
@@ -192,7 +190,7 @@ def main(release: bool) -> int:
             r.ok(f"runner image checksums for {list(rsums)} come from {manifest.relative_to(REPO)}")
 
     # --- layout ----------------------------------------------------------------------------
-    layout = gen.load_layout()
+    layout = gen.load_layout(REPO / "packaging" / "layout.toml")
     root_mib = layout.partitions[1].size_mib
     image_bb = (LAYER / "recipes-core/images/nanoclaw-image.bb").read_text()
     r.check(f"IMAGE_ROOTFS_MAXSIZE == root slot size ({root_mib} MiB)",
@@ -242,7 +240,8 @@ def main(release: bool) -> int:
             f"unknown {sorted(set(yf) - features)}")
 
     # --- RAUC compatible strings -----------------------------------------------------------
-    bundle = (LAYER / f"dynamic-layers/rauc/recipes-core/bundles/nanoclaw-bundle_{version}.bb").read_text()
+    bundles = sorted((LAYER / "dynamic-layers/rauc/recipes-core/bundles").glob("nanoclaw-bundle_*.bb"))
+    bundle = bundles[0].read_text() if bundles else ""
     bbappend = (LAYER / "dynamic-layers/rauc/recipes-core/rauc/rauc-conf.bbappend").read_text()
     post_image = (BR / "board/nanoclaw/post-image.sh").read_text()
     br_compat = [(bd.key, (BR / f"board/nanoclaw/rauc/system-{bd.key}.conf").read_text())
