@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
-use nanoclaw::host::commands::{self, CommandError};
+use nanoclaw::channel::client::{self, ChatOptions};
+use nanoclaw::host::commands::{self, CommandError, TaskAction};
 use nanoclaw::host::config::{self, Config, DEFAULT_CONFIG_PATH, LogTarget};
 use nanoclaw::host::doctor::Probe;
 use nanoclaw::host::{exit, observability};
@@ -36,6 +39,72 @@ enum Command {
     },
     /// Check that this host can run agents: cgroups, namespaces, nftables, image, data dir.
     Doctor,
+    /// Registered groups.
+    Groups {
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        action: GroupsAction,
+    },
+    /// Scheduled tasks.
+    Tasks {
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        action: TasksAction,
+    },
+    /// Talk to the running host over the local channel.
+    Chat {
+        /// Chat to talk in.
+        #[arg(long, default_value = "local:main")]
+        chat: String,
+        /// Socket of the local channel (default: <run_dir>/local.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// How many earlier messages to show first.
+        #[arg(long, default_value_t = 20)]
+        history: u32,
+        /// After input ends, wait up to this many seconds for a reply (for scripts).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupsAction {
+    /// List registered groups.
+    List,
+    /// Register a chat as a group.
+    Register {
+        /// Chat JID, e.g. `local:kitchen` or `1203…@g.us`.
+        jid: String,
+        /// Folder under the data dir: lowercase letters, digits and '-'; `main` for the main chat.
+        #[arg(long)]
+        folder: String,
+        /// Display name (default: the folder).
+        #[arg(long)]
+        name: Option<String>,
+        /// Trigger word (default: `@<assistant_name>`).
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Answer every message, without a trigger.
+        #[arg(long)]
+        no_trigger: bool,
+    },
+    /// Remove a registration (messages and files stay).
+    Unregister { jid: String },
+}
+
+#[derive(Subcommand)]
+enum TasksAction {
+    /// List tasks, newest first.
+    List,
+    /// Pause an active task.
+    Pause { id: String },
+    /// Resume a paused task (next_run is not recomputed).
+    Resume { id: String },
+    /// Delete a task and its run logs.
+    Cancel { id: String },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +165,73 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             DbAction::Stats { db } => commands::db_stats(&commands::db_path(db, &cfg), &mut out),
         },
         Command::Doctor => commands::doctor(&cfg, &Probe::system(), &mut out),
+        Command::Groups { db, action } => {
+            let db = commands::db_path(db, &cfg);
+            match action {
+                GroupsAction::List => commands::groups_list(&db, &mut out),
+                GroupsAction::Register {
+                    jid,
+                    folder,
+                    name,
+                    trigger,
+                    no_trigger,
+                } => {
+                    let reg = commands::GroupRegistration {
+                        name: name.unwrap_or_else(|| folder.clone()),
+                        jid,
+                        folder,
+                        trigger,
+                        requires_trigger: !no_trigger,
+                    };
+                    commands::groups_register(&db, &reg, &cfg, &mut out)
+                }
+                GroupsAction::Unregister { jid } => {
+                    commands::groups_unregister(&db, &jid, &mut out)
+                }
+            }
+        }
+        Command::Tasks { db, action } => {
+            let db = commands::db_path(db, &cfg);
+            match action {
+                TasksAction::List => commands::tasks_list(&db, &mut out),
+                TasksAction::Pause { id } => {
+                    commands::tasks_act(&db, &id, TaskAction::Pause, &mut out)
+                }
+                TasksAction::Resume { id } => {
+                    commands::tasks_act(&db, &id, TaskAction::Resume, &mut out)
+                }
+                TasksAction::Cancel { id } => {
+                    commands::tasks_act(&db, &id, TaskAction::Cancel, &mut out)
+                }
+            }
+        }
+        Command::Chat {
+            chat,
+            socket,
+            history,
+            wait,
+        } => {
+            drop(out);
+            let socket = socket.unwrap_or_else(|| cfg.run_dir.join("local.sock"));
+            let opts = ChatOptions {
+                chat,
+                sender_name: std::env::var("USER").unwrap_or_else(|_| "user".to_string()),
+                history,
+                wait_after_eof: Duration::from_secs(wait),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            rt.block_on(client::run(
+                &socket,
+                &opts,
+                tokio::io::BufReader::new(tokio::io::stdin()),
+                tokio::io::stdout(),
+            ))
+            .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
     }
 }
 
