@@ -81,8 +81,9 @@ fn unit_environment_overrides_are_config_keys() {
         .map(|(k, v)| (k.to_string(), v.replace("%d", creds_dir)))
         .collect();
     assert!(
-        vars.iter().any(|(k, v)| k == "NANOCLAW_MODEL_CREDENTIALS_FILE"
-            && v == &format!("{creds_dir}/model")),
+        vars.iter()
+            .any(|(k, v)| k == "NANOCLAW_MODEL_CREDENTIALS_FILE"
+                && v == &format!("{creds_dir}/model")),
         "unit must set NANOCLAW_MODEL_CREDENTIALS_FILE=%d/model, found {vars:?}"
     );
     let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
