@@ -168,7 +168,7 @@ def main(release: bool, root: Path = gen.REPO) -> int:
     tar_entries = [e for e in entries if len(e) == 3 and e[2].endswith(".tar.gz")]
     if not tar_entries:
         r.skip("nanoclaw.hash vendored tarball entry",
-               f"no {tarball} hash yet (computed at release from the tagged source: docs/packaging.md, "Releasing")")
+               f"no {tarball} hash yet (computed at release from the tagged source: docs/packaging.md, 'Releasing')")
     else:
         r.check(f"nanoclaw.hash names {tarball}", all(e[2] == tarball for e in tar_entries),
                 f"entries {[e[2] for e in tar_entries]}")
