@@ -7,6 +7,7 @@
 //! - [`store`]: the SQLite database: schema compatible with the original host, versioned additive migrations.
 //! - [`queue`]: per-group actors with bounded mailboxes, a global run gate, retries, follow-up piping.
 //! - [`scheduler`]: cron/interval/once next-run computation and the event-driven due-task engine.
+//! - [`net`]: per-run network namespaces, the nftables egress table, the egress proxy and API gateway.
 //! - [`channel`]: chat transports behind one trait: the local Unix-socket channel (WhatsApp behind a feature).
 //! - [`host`]: the binary's edge: configuration, telemetry, `doctor` checks.
 //!
@@ -17,4 +18,5 @@ pub mod core;
 pub mod host;
 pub mod queue;
 pub mod scheduler;
+pub mod net;
 pub mod store;
