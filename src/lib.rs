@@ -16,7 +16,7 @@
 pub mod channel;
 pub mod core;
 pub mod host;
+pub mod net;
 pub mod queue;
 pub mod scheduler;
-pub mod net;
 pub mod store;
