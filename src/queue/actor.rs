@@ -402,7 +402,7 @@ impl Actor {
             if let Some(out) = format_outbound(
                 &text,
                 &self.ctx.settings.assistant_name,
-                self.ctx.outbound.wants_prefix(),
+                self.ctx.outbound.wants_prefix(&self.shared.jid),
             ) {
                 match self.ctx.outbound.send(&self.shared.jid, out).await {
                     Ok(()) => {

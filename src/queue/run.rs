@@ -94,7 +94,7 @@ pub trait Outbound: Send + Sync + 'static {
     /// Switches the typing indicator. Failures are cosmetic and ignored.
     fn set_typing(&self, chat_jid: &str, on: bool) -> BoxFuture<'_, ()>;
     /// Whether replies get the `<assistant>: ` prefix (contract §4.9). WhatsApp wants it.
-    fn wants_prefix(&self) -> bool {
+    fn wants_prefix(&self, _chat_jid: &str) -> bool {
         true
     }
 }

@@ -146,7 +146,8 @@ impl TaskJob for TaskRunJob {
                 let text = result_text(result);
                 let outbound = self.inner.queue.outbound();
                 let name = &self.inner.queue.settings().assistant_name;
-                if let Some(out) = format_outbound(&text, name, outbound.wants_prefix())
+                if let Some(out) =
+                    format_outbound(&text, name, outbound.wants_prefix(&self.task.chat_jid))
                     && let Err(e) = outbound.send(&self.task.chat_jid, out).await
                 {
                     tracing::warn!(task = %self.task.id, cause = %e, "task output not sent");
