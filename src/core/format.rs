@@ -110,9 +110,15 @@ mod tests {
 
     #[test]
     fn strips_multiline_and_multiple_blocks() {
-        assert_eq!(strip_internal("a <internal>x</internal> b <internal>y\nz</internal> c"), "a  b  c");
+        assert_eq!(
+            strip_internal("a <internal>x</internal> b <internal>y\nz</internal> c"),
+            "a  b  c"
+        );
         assert_eq!(strip_internal("<internal>open"), "<internal>open");
-        assert_eq!(strip_internal("<Internal>x</Internal>"), "<Internal>x</Internal>");
+        assert_eq!(
+            strip_internal("<Internal>x</Internal>"),
+            "<Internal>x</Internal>"
+        );
         // Nested: the first closing tag ends the block.
         assert_eq!(
             strip_internal("<internal>a<internal>b</internal>c</internal>d"),
@@ -122,8 +128,14 @@ mod tests {
 
     #[test]
     fn outbound_without_prefix() {
-        assert_eq!(format_outbound(" hi ", "Andy", false).as_deref(), Some("hi"));
-        assert_eq!(format_outbound("<internal>x</internal>", "Andy", true), None);
+        assert_eq!(
+            format_outbound(" hi ", "Andy", false).as_deref(),
+            Some("hi")
+        );
+        assert_eq!(
+            format_outbound("<internal>x</internal>", "Andy", true),
+            None
+        );
     }
 
     #[test]

@@ -115,7 +115,10 @@ mod tests {
 
     #[test]
     fn credential_shapes_are_masked() {
-        assert_eq!(redact("key sk-ant-api03-abcdefghijkl end"), "key [REDACTED] end");
+        assert_eq!(
+            redact("key sk-ant-api03-abcdefghijkl end"),
+            "key [REDACTED] end"
+        );
         assert_eq!(
             redact("Authorization: Bearer abc.def.ghijklmn"),
             "Authorization: Bearer [REDACTED]"

@@ -32,9 +32,7 @@ pub fn parse_iso(text: &str) -> Option<DateTime<Utc>> {
 
 /// True when `text` has exactly the store shape, so lexicographic order equals time order.
 pub fn is_store_format(text: &str) -> bool {
-    text.len() == 24
-        && text.ends_with('Z')
-        && parse_iso(text).is_some_and(|t| iso(t) == text)
+    text.len() == 24 && text.ends_with('Z') && parse_iso(text).is_some_and(|t| iso(t) == text)
 }
 
 #[cfg(test)]

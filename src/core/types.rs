@@ -255,7 +255,10 @@ mod tests {
     fn folder_validation() {
         assert_eq!(validate_folder("family", false), Ok(()));
         assert_eq!(validate_folder("main", true), Ok(()));
-        assert_eq!(validate_folder("main", false), Err(FolderError::ReservedMain));
+        assert_eq!(
+            validate_folder("main", false),
+            Err(FolderError::ReservedMain)
+        );
         assert!(matches!(
             validate_folder("../main", false),
             Err(FolderError::BadCharacters(_))

@@ -29,7 +29,10 @@ pub enum StoreError {
     },
     /// Registration would take a folder that another chat already uses (contract §12.13 fix).
     #[error("folder {folder:?} is already used by chat {existing_jid}")]
-    FolderTaken { folder: String, existing_jid: String },
+    FolderTaken {
+        folder: String,
+        existing_jid: String,
+    },
     /// A legacy JSON file could not be renamed out of the way before import.
     #[error("cannot rename legacy file {path}: {source}")]
     LegacyRename {

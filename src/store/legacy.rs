@@ -43,7 +43,11 @@ impl Store {
     /// imports it twice; a file that does not parse is left for the next start.
     pub fn import_legacy_json(&mut self, dir: &Path) -> Result<LegacyImportReport> {
         let mut report = LegacyImportReport::default();
-        for name in ["router_state.json", "sessions.json", "registered_groups.json"] {
+        for name in [
+            "router_state.json",
+            "sessions.json",
+            "registered_groups.json",
+        ] {
             let path = dir.join(name);
             if !path.exists() {
                 continue;
@@ -96,7 +100,8 @@ impl Store {
                         match register_on(&tx, &group) {
                             Ok(()) => {}
                             Err(StoreError::FolderTaken { .. }) => {
-                                let reason = format!("folder {:?} already registered", group.folder);
+                                let reason =
+                                    format!("folder {:?} already registered", group.folder);
                                 tracing::warn!(%jid, %reason, "legacy group not imported");
                                 report.rejected_groups.push((jid, reason));
                             }

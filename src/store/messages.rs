@@ -11,7 +11,8 @@ const MESSAGE_COLUMNS: &str = "id, chat_jid, sender, sender_name, content, times
 /// Excludes the assistant's echoed replies: from-me **and** the exact, case-sensitive `<name>:` prefix.
 /// `substr` compares characters literally, so `%`/`_` in the name are not wildcards (contract §12.8).
 /// A NULL from-me flag counts as from-me so that old bot rows stay hidden.
-const NOT_BOT: &str = "NOT (COALESCE(is_from_me, 1) != 0 AND substr(content, 1, ?{len}) = ?{prefix})";
+const NOT_BOT: &str =
+    "NOT (COALESCE(is_from_me, 1) != 0 AND substr(content, 1, ?{len}) = ?{prefix})";
 
 fn not_bot(len_idx: usize, prefix_idx: usize) -> String {
     NOT_BOT
@@ -144,11 +145,8 @@ impl Store {
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let len = prefix.chars().count() as i64;
-        let mut args: Vec<rusqlite::types::Value> = vec![
-            cursor.to_string().into(),
-            len.into(),
-            prefix.clone().into(),
-        ];
+        let mut args: Vec<rusqlite::types::Value> =
+            vec![cursor.to_string().into(), len.into(), prefix.clone().into()];
         args.extend(jids.iter().map(|j| j.clone().into()));
         let rows = stmt.query_map(params_from_iter(args), message_from_row)?;
         let messages: Vec<Message> = rows.collect::<rusqlite::Result<_>>()?;

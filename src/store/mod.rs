@@ -175,9 +175,9 @@ impl Store {
             rows.push((*table, n));
         }
         let pragma_u64 = |name: &str| -> Result<u64> {
-            Ok(self
-                .conn
-                .query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0).map(|v| v.max(0) as u64))?)
+            Ok(self.conn.query_row(&format!("PRAGMA {name}"), [], |r| {
+                r.get::<_, i64>(0).map(|v| v.max(0) as u64)
+            })?)
         };
         Ok(Stats {
             schema_version: migrations::current_version(&self.conn)?,

@@ -40,9 +40,11 @@ impl Store {
         self.count();
         Ok(self
             .conn
-            .query_row("SELECT value FROM router_state WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT value FROM router_state WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 

@@ -104,10 +104,11 @@ impl Store {
             args.push(s.as_str().to_string().into());
         }
         args.push(id.to_string().into());
-        let sql = format!("UPDATE scheduled_tasks SET {} WHERE id = ?", sets.join(", "));
-        let n = self
-            .conn
-            .execute(&sql, rusqlite::params_from_iter(args))?;
+        let sql = format!(
+            "UPDATE scheduled_tasks SET {} WHERE id = ?",
+            sets.join(", ")
+        );
+        let n = self.conn.execute(&sql, rusqlite::params_from_iter(args))?;
         Ok(n > 0)
     }
 
