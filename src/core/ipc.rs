@@ -296,7 +296,19 @@ pub enum IpcRejection {
     /// the file could not be read
     #[error("unreadable: {0}")]
     Unreadable(String),
+    /// the folder name is reserved for the host's own IPC directories
+    #[error("folder name {0:?} is reserved")]
+    ReservedFolder(String),
+    /// the host was stopped while applying the file; it is not retried (at most once)
+    #[error("interrupted while being processed")]
+    Interrupted,
+    /// the host could not apply the command (store or channel failure)
+    #[error("effect failed: {0}")]
+    EffectFailed(String),
 }
+
+/// Folder names that would collide with the host's own directories under the IPC root.
+pub const RESERVED_FOLDERS: &[&str] = &["errors"];
 
 /// Parses and validates one file from `<folder>/<kind>/`.
 pub fn parse_command(kind: IpcKind, bytes: &[u8]) -> Result<IpcCommand, IpcRejection> {
@@ -406,6 +418,9 @@ pub fn validate_task_file(file: TaskFile) -> Result<IpcCommand, IpcRejection> {
             meta("timestamp", timestamp.as_deref())?;
             // `main` passes here; whether this chat may take it is an authorization question (§12.13).
             validate_folder(&folder, true).map_err(IpcRejection::BadFolder)?;
+            if RESERVED_FOLDERS.contains(&folder.as_str()) {
+                return Err(IpcRejection::ReservedFolder(folder));
+            }
             IpcCommand::RegisterGroup {
                 jid: group_jid,
                 name,
@@ -513,7 +528,7 @@ pub fn is_valid_jid(value: &str) -> bool {
 
 /// A source directory name is a group's identity (contract §8.2); only valid folder names count.
 pub fn is_valid_source_dir(name: &str) -> bool {
-    validate_folder(name, true).is_ok()
+    validate_folder(name, true).is_ok() && !RESERVED_FOLDERS.contains(&name)
 }
 
 #[cfg(test)]
@@ -851,6 +866,10 @@ mod tests {
                 "{bad:?}"
             );
         }
+        assert_eq!(
+            reg("errors").unwrap_err(),
+            IpcRejection::ReservedFolder("errors".into())
+        );
         assert!(reg("new-group").is_ok());
         assert!(reg("main").is_ok(), "main is decided by authorization");
     }
@@ -883,7 +902,15 @@ mod tests {
     fn source_dirs() {
         assert!(is_valid_source_dir("main"));
         assert!(is_valid_source_dir("family-chat"));
-        for bad in ["errors-x/..", ".processing", "..", "Main", "a b", ""] {
+        for bad in [
+            "errors",
+            "errors-x/..",
+            ".processing",
+            "..",
+            "Main",
+            "a b",
+            "",
+        ] {
             assert!(!is_valid_source_dir(bad), "{bad:?}");
         }
     }
