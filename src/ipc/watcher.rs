@@ -166,6 +166,9 @@ struct GroupState {
     settling: HashMap<String, Instant>,
     watched: bool,
     quarantined: usize,
+    /// When `quarantined` was last counted from disk (an operator may have emptied the quarantine).
+    quarantine_counted: Instant,
+    quarantine_full_reported: bool,
     limit_reported: bool,
     /// Shared so a file can be handled while the state is borrowed elsewhere.
     processing: Option<Arc<OwnedFd>>,
@@ -197,6 +200,8 @@ const DIR_MASK: WatchMask = WatchMask::CREATE
 const KINDS: [IpcKind; 2] = [IpcKind::Messages, IpcKind::Tasks];
 /// Cut-short files remembered per group; beyond this they are rejected at once.
 const MAX_SETTLING: usize = 256;
+/// How often a full quarantine is recounted from disk.
+const RECOUNT_EVERY: Duration = Duration::from_secs(60);
 /// Files between cooperative yields inside one pass.
 const YIELD_EVERY: usize = 64;
 
@@ -363,6 +368,16 @@ impl<E: IpcEffects> IpcWatcher<E> {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let ready_now = self.rescan_all
+            || self.dirty.iter().any(|f| {
+                self.groups
+                    .get(f)
+                    .is_none_or(|s| s.blocked_until.is_none_or(|t| t <= now))
+            });
+        if ready_now {
+            return Some(now);
+        }
         self.groups
             .values()
             .flat_map(|s| [s.blocked_until, s.recheck_at])
@@ -468,6 +483,8 @@ impl<E: IpcEffects> IpcWatcher<E> {
             settling: HashMap::new(),
             watched: false,
             quarantined,
+            quarantine_counted: Instant::now(),
+            quarantine_full_reported: false,
             limit_reported: false,
             processing,
             errors,
@@ -498,30 +515,44 @@ impl<E: IpcEffects> IpcWatcher<E> {
         }
     }
 
+    /// Watches the group directory and its command directories. Only an unusable group directory is
+    /// fatal; a bad command directory is audited and the other one is still served.
     fn watch_group(&mut self, folder: &str) -> Result<(), String> {
         let group_path = self.layout.group_dir(folder);
         let group_fd = rustix::fs::open(&group_path, dir_flags(), Mode::empty())
             .map_err(|e| format!("group directory unusable (symlink or not a directory?): {e}"))?;
-        let watches = self.inotify.get_ref().watches();
-        let mut watches = watches;
+        let mut watches = self.inotify.get_ref().watches();
         let wd = watches
             .add(&group_path, DIR_MASK)
             .map_err(|e| format!("cannot watch: {e}"))?;
         self.watches
             .insert(wd, WatchTarget::Group(folder.to_string()));
         for kind in KINDS {
-            match rustix::fs::mkdirat(&group_fd, kind.dir_name(), Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(format!("cannot create {}: {e}", kind.dir_name())),
+            let watched = (|| {
+                match rustix::fs::mkdirat(&group_fd, kind.dir_name(), Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(format!("cannot create: {e}")),
+                }
+                // Refuses a symlink planted in place of the directory.
+                rustix::fs::openat(&group_fd, kind.dir_name(), dir_flags(), Mode::empty())
+                    .map_err(|e| format!("unusable directory (symlink?): {e}"))?;
+                watches
+                    .add(group_path.join(kind.dir_name()), KIND_MASK)
+                    .map_err(|e| format!("cannot watch: {e}"))
+            })();
+            match watched {
+                Ok(wd) => {
+                    self.watches
+                        .insert(wd, WatchTarget::Kind(folder.to_string()));
+                }
+                Err(reason) => self.audit(
+                    folder,
+                    AuditKind::IpcUnsafeEntry {
+                        path: format!("{folder}/{}", kind.dir_name()),
+                        reason,
+                    },
+                ),
             }
-            // Refuses a symlink planted in place of the directory.
-            rustix::fs::openat(&group_fd, kind.dir_name(), dir_flags(), Mode::empty())
-                .map_err(|e| format!("{} unusable (symlink?): {e}", kind.dir_name()))?;
-            let wd = watches
-                .add(group_path.join(kind.dir_name()), KIND_MASK)
-                .map_err(|e| format!("cannot watch {}: {e}", kind.dir_name()))?;
-            self.watches
-                .insert(wd, WatchTarget::Kind(folder.to_string()));
         }
         Ok(())
     }
@@ -552,42 +583,14 @@ impl<E: IpcEffects> IpcWatcher<E> {
         let mut more_waiting = false;
         let mut handled = 0usize;
         for kind in KINDS {
-            let kind_fd =
-                match rustix::fs::openat(&group_fd, kind.dir_name(), dir_flags(), Mode::empty()) {
-                    Ok(fd) => fd,
-                    Err(e) => {
-                        self.audit(
-                            folder,
-                            AuditKind::IpcUnsafeEntry {
-                                path: format!("{folder}/{}", kind.dir_name()),
-                                reason: format!("unusable directory (symlink?): {e}"),
-                            },
-                        );
-                        self.unwatch_quietly(folder);
-                        continue;
-                    }
-                };
-            let now_wall = SystemTime::now();
-            let settle = self.config.settle;
-            let (mut names, overflow) = {
-                let settling = self.groups.get(folder).map(|s| &s.settling);
-                let now = Instant::now();
-                list_names(&kind_fd, self.config.queue_cap, |name| {
-                    name.ends_with(".json")
-                        && !name.starts_with('.')
-                        && settling.is_none_or(|s| s.get(name).is_none_or(|until| *until <= now))
-                })
+            // Already audited when the watch was set up; skipped until the directory is fixed.
+            let Ok(kind_fd) =
+                rustix::fs::openat(&group_fd, kind.dir_name(), dir_flags(), Mode::empty())
+            else {
+                continue;
             };
-            names.sort();
-            if overflow {
-                more_waiting = true;
-                self.report_limit(
-                    folder,
-                    AuditKind::IpcQueueOverflow {
-                        cap: self.config.queue_cap,
-                    },
-                );
-            }
+            let (names, more) = self.take_names(folder, &kind_fd);
+            more_waiting |= more;
             for name in names {
                 let now = Instant::now();
                 let Some(state) = self.groups.get_mut(folder) else {
@@ -605,16 +608,8 @@ impl<E: IpcEffects> IpcWatcher<E> {
                     );
                     return;
                 }
-                self.process_file(
-                    folder,
-                    kind,
-                    &kind_fd,
-                    &name,
-                    &mut registered,
-                    now_wall,
-                    settle,
-                )
-                .await;
+                self.process_file(folder, kind, &kind_fd, &name, &mut registered)
+                    .await;
                 handled += 1;
                 if handled % YIELD_EVERY == 0 {
                     tokio::task::yield_now().await;
@@ -626,6 +621,40 @@ impl<E: IpcEffects> IpcWatcher<E> {
         } else if let Some(state) = self.groups.get_mut(folder) {
             state.limit_reported = false;
         }
+    }
+
+    /// The names to handle this pass, in name order, and whether more are waiting.
+    ///
+    /// A directory read that races with writers can miss an entry while returning a later one, which
+    /// would break name order. So the directory is read twice: every file that existed when the first
+    /// read ended is in the second, and only names up to the first read's largest are taken now; newer
+    /// ones wait for the next pass. For a writer whose names increase (epoch-ms prefixes) the result is
+    /// strict name order. Over the queue cap, one read's sorted subset is taken and the overflow audited.
+    fn take_names(&mut self, folder: &str, kind_fd: &OwnedFd) -> (Vec<String>, bool) {
+        let cap = self.config.queue_cap;
+        let now = Instant::now();
+        let read = |fd: &OwnedFd, settling: Option<&HashMap<String, Instant>>| {
+            list_names(fd, cap, |name| {
+                name.ends_with(".json")
+                    && !name.starts_with('.')
+                    && settling.is_none_or(|s| s.get(name).is_none_or(|until| *until <= now))
+            })
+        };
+        let settling = self.groups.get(folder).map(|s| &s.settling);
+        let (mut first, overflow) = read(kind_fd, settling);
+        if overflow {
+            first.sort();
+            self.report_limit(folder, AuditKind::IpcQueueOverflow { cap });
+            return (first, true);
+        }
+        let Some(cutoff) = first.iter().max().cloned() else {
+            return (Vec::new(), false);
+        };
+        let (second, overflow) = read(kind_fd, settling);
+        let more = overflow || second.iter().any(|n| *n > cutoff);
+        let mut names: Vec<String> = second.into_iter().filter(|n| *n <= cutoff).collect();
+        names.sort();
+        (names, more)
     }
 
     fn unwatch_quietly(&mut self, folder: &str) {
@@ -653,9 +682,8 @@ impl<E: IpcEffects> IpcWatcher<E> {
         kind_fd: &OwnedFd,
         name: &str,
         registered: &mut Vec<crate::core::types::RegisteredGroup>,
-        now_wall: SystemTime,
-        settle: Duration,
     ) {
+        let settle = self.config.settle;
         let claimed = format!("{}-{name}", kind.dir_name());
         let Some(proc_fd) = self.groups.get(folder).and_then(|s| s.processing.clone()) else {
             tracing::warn!(%folder, "no processing directory; leaving IPC files in place");
@@ -679,6 +707,7 @@ impl<E: IpcEffects> IpcWatcher<E> {
         let command = match parse_command(kind, &bytes) {
             Ok(c) => c,
             Err(reason) => {
+                let now_wall = SystemTime::now();
                 let fresh = now_wall.duration_since(mtime).is_ok_and(|age| age < settle)
                     || mtime > now_wall;
                 if fresh
@@ -770,8 +799,9 @@ impl<E: IpcEffects> IpcWatcher<E> {
             return;
         };
         forget_settling(state, claimed);
-        if !quarantine_file(state, claimed, &reason, cap) {
-            self.report_limit(
+        if !quarantine_file(state, claimed, &reason, cap) && !state.quarantine_full_reported {
+            state.quarantine_full_reported = true;
+            self.audit(
                 folder,
                 AuditKind::IpcQuarantineFull {
                     file: claimed.to_string(),
@@ -803,6 +833,13 @@ fn quarantine_file(
         return false;
     };
     let (proc_fd, err_fd) = (&*proc_fd, &*err_fd);
+    if state.quarantined >= cap && state.quarantine_counted.elapsed() >= RECOUNT_EVERY {
+        state.quarantined = list_names(err_fd, cap, |n| !n.ends_with(".reason")).0.len();
+        state.quarantine_counted = Instant::now();
+        if state.quarantined < cap {
+            state.quarantine_full_reported = false;
+        }
+    }
     if state.quarantined < cap && rustix::fs::renameat(proc_fd, claimed, err_fd, claimed).is_ok() {
         state.quarantined += 1;
         let reason_name = format!("{claimed}.reason");
