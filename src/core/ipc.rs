@@ -703,7 +703,7 @@ mod tests {
             Err(IpcRejection::Malformed(_))
         ));
         assert!(matches!(
-            message(&"\u{feff}{}"),
+            message("\u{feff}{}"),
             Err(IpcRejection::Malformed(_))
         ));
         assert!(matches!(

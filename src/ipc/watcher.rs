@@ -328,10 +328,10 @@ impl<E: IpcEffects> IpcWatcher<E> {
                 if !name.ends_with(".json") {
                     return;
                 }
-                if mask.contains(EventMask::CLOSE_WRITE) {
-                    if let Some(state) = self.groups.get_mut(&folder) {
-                        state.settling.remove(&name);
-                    }
+                if mask.contains(EventMask::CLOSE_WRITE)
+                    && let Some(state) = self.groups.get_mut(&folder)
+                {
+                    state.settling.remove(&name);
                 }
                 self.dirty.insert(folder);
             }
@@ -611,7 +611,7 @@ impl<E: IpcEffects> IpcWatcher<E> {
                 self.process_file(folder, kind, &kind_fd, &name, &mut registered)
                     .await;
                 handled += 1;
-                if handled % YIELD_EVERY == 0 {
+                if handled.is_multiple_of(YIELD_EVERY) {
                     tokio::task::yield_now().await;
                 }
             }
@@ -777,10 +777,10 @@ impl<E: IpcEffects> IpcWatcher<E> {
     fn remove_claimed(&mut self, folder: &str, claimed: &str) {
         if let Some(state) = self.groups.get_mut(folder) {
             forget_settling(state, claimed);
-            if let Some(proc_fd) = state.processing.as_ref() {
-                if let Err(e) = rustix::fs::unlinkat(&**proc_fd, claimed, AtFlags::empty()) {
-                    tracing::warn!(%folder, file = %claimed, cause = %e, "cannot remove processed IPC file");
-                }
+            if let Some(proc_fd) = state.processing.as_ref()
+                && let Err(e) = rustix::fs::unlinkat(&**proc_fd, claimed, AtFlags::empty())
+            {
+                tracing::warn!(%folder, file = %claimed, cause = %e, "cannot remove processed IPC file");
             }
         }
     }
@@ -870,7 +870,7 @@ fn list_names(dir: &OwnedFd, cap: usize, keep: impl Fn(&str) -> bool) -> (Vec<St
     };
     let mut looked = 0usize;
     let look_cap = cap.saturating_mul(4).max(64);
-    while let Some(entry) = reader.next() {
+    for entry in reader.by_ref() {
         let Ok(entry) = entry else { break };
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." {
@@ -880,10 +880,10 @@ fn list_names(dir: &OwnedFd, cap: usize, keep: impl Fn(&str) -> bool) -> (Vec<St
         if names.len() >= cap || looked > look_cap {
             return (names, true);
         }
-        if let Ok(name) = std::str::from_utf8(name) {
-            if keep(name) {
-                names.push(name.to_string());
-            }
+        if let Ok(name) = std::str::from_utf8(name)
+            && keep(name)
+        {
+            names.push(name.to_string());
         }
     }
     (names, false)
@@ -912,6 +912,8 @@ fn read_claimed(
     if u64::try_from(stat.st_size).unwrap_or(u64::MAX) > max as u64 {
         return Err(IpcRejection::TooLarge);
     }
+    // The stat field types differ between architectures.
+    #[allow(clippy::useless_conversion)]
     let mtime = SystemTime::UNIX_EPOCH
         + Duration::from_secs(u64::try_from(stat.st_mtime).unwrap_or(0))
         + Duration::from_nanos(u64::try_from(stat.st_mtime_nsec).unwrap_or(0));
