@@ -82,6 +82,9 @@ pub trait IpcEffects: Send + Sync + 'static {
     fn audit(&self, event: AuditEvent);
 }
 
+/// Most sends and audit events [`StoreEffects`] keeps in memory.
+pub const MAX_RECORDED: usize = 100_000;
+
 /// A message the recorder saw, after outbound formatting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentMessage {
@@ -167,13 +170,13 @@ impl IpcEffects for StoreEffects {
 
     async fn send_message(&self, chat_jid: &str, raw: &str) -> Result<(), EffectError> {
         if let Some(text) = format_outbound(raw, &self.assistant_name, true) {
-            self.sent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(SentMessage {
+            let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            if sent.len() < MAX_RECORDED {
+                sent.push(SentMessage {
                     chat_jid: chat_jid.to_string(),
                     text,
                 });
+            }
         }
         Ok(())
     }
@@ -225,9 +228,10 @@ impl IpcEffects for StoreEffects {
 
     fn audit(&self, event: AuditEvent) {
         event.log();
-        self.audits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(event);
+        let mut audits = self.audits.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded like everything else; the log line above still records every event.
+        if audits.len() < MAX_RECORDED {
+            audits.push(event);
+        }
     }
 }

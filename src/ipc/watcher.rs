@@ -940,3 +940,79 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_short_detection() {
+        assert!(is_cut_short(b""));
+        assert!(is_cut_short(br#"{"type":"refr"#));
+        assert!(is_cut_short(br#"{"type":"refresh_groups""#));
+        assert!(!is_cut_short(br#"{"type":"refresh_groups"}"#));
+        assert!(!is_cut_short(b"not json"));
+        assert!(!is_cut_short(br#"{"a":1}}"#));
+    }
+
+    #[tokio::test]
+    async fn token_bucket_rate_and_burst() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10, 3, start);
+        assert!(bucket.take(start));
+        assert!(bucket.take(start));
+        assert!(bucket.take(start));
+        assert!(!bucket.take(start), "burst exhausted");
+        // 10 per second: one token after 100 ms, never more than the burst.
+        assert!(bucket.take(start + Duration::from_millis(100)));
+        assert!(!bucket.take(start + Duration::from_millis(100)));
+        let later = start + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(bucket.take(later));
+        }
+        assert!(!bucket.take(later));
+        let wait = bucket.wait_for(2.0);
+        assert!(
+            wait >= Duration::from_millis(199) && wait <= Duration::from_millis(201),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn list_names_caps_and_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..10 {
+            std::fs::write(dir.path().join(format!("{i}.json")), "").unwrap();
+            std::fs::write(dir.path().join(format!("{i}.json.tmp")), "").unwrap();
+        }
+        let fd = rustix::fs::open(dir.path(), dir_flags(), Mode::empty()).unwrap();
+        let (names, more) = list_names(&fd, 100, |n| n.ends_with(".json"));
+        assert_eq!((names.len(), more), (10, false));
+        let (names, more) = list_names(&fd, 4, |n| n.ends_with(".json"));
+        assert_eq!((names.len(), more), (4, true));
+    }
+
+    #[test]
+    fn read_claimed_refuses_specials_and_oversize() {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = rustix::fs::open(dir.path(), dir_flags(), Mode::empty()).unwrap();
+        std::fs::write(dir.path().join("ok.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("big.json"), "x".repeat(11)).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("ok.json"), dir.path().join("link.json"))
+            .unwrap();
+        std::fs::create_dir(dir.path().join("dir.json")).unwrap();
+        assert_eq!(read_claimed(&fd, "ok.json", 10).unwrap().0, b"{}");
+        assert_eq!(
+            read_claimed(&fd, "big.json", 10).unwrap_err(),
+            IpcRejection::TooLarge
+        );
+        assert_eq!(
+            read_claimed(&fd, "link.json", 10).unwrap_err(),
+            IpcRejection::NotRegularFile
+        );
+        assert_eq!(
+            read_claimed(&fd, "dir.json", 10).unwrap_err(),
+            IpcRejection::NotRegularFile
+        );
+    }
+}
