@@ -5,11 +5,13 @@
 //!
 //! - [`core`]: pure domain logic: types, trigger policy, formatting, cursor rules, wire shapes, redaction.
 //! - [`store`]: the SQLite database: schema compatible with the original host, versioned additive migrations.
+//! - [`channel`]: chat transports behind one trait: the local Unix-socket channel (WhatsApp behind a feature).
 //! - [`host`]: the binary's edge: configuration, telemetry, `doctor` checks.
 //! - [`ipc`]: the runner's tool channel: IPC directory layout, snapshots, inotify watcher, authorization.
 //!
 //! See `ARCHITECTURE.md` for the map and the invariants.
 
+pub mod channel;
 pub mod core;
 pub mod host;
 pub mod ipc;

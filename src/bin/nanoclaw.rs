@@ -1,1 +1,273 @@
-fn main() {}
+//! `nanoclaw`: the host binary. Thin: parse arguments, load configuration, dispatch to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use nanoclaw::channel::client::{self, ChatOptions};
+use nanoclaw::host::commands::{self, CommandError, TaskAction};
+use nanoclaw::host::config::{self, Config, DEFAULT_CONFIG_PATH, LogTarget};
+use nanoclaw::host::doctor::Probe;
+use nanoclaw::host::{exit, observability};
+
+#[derive(Parser)]
+#[command(name = "nanoclaw", version, about = "Embedded personal-assistant host")]
+struct Cli {
+    /// Configuration file (default /etc/nanoclaw/config.toml; missing default file = built-in defaults).
+    #[arg(long, global = true, env = "NANOCLAW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log sink; `auto` picks journald under systemd.
+    #[arg(long, global = true, value_enum)]
+    log: Option<LogTarget>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check or print the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Database maintenance.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// Check that this host can run agents: cgroups, namespaces, nftables, image, data dir.
+    Doctor,
+    /// Registered groups.
+    Groups {
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        action: GroupsAction,
+    },
+    /// Scheduled tasks.
+    Tasks {
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        action: TasksAction,
+    },
+    /// Talk to the running host over the local channel.
+    Chat {
+        /// Chat to talk in.
+        #[arg(long, default_value = "local:main")]
+        chat: String,
+        /// Socket of the local channel (default: <run_dir>/local.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// How many earlier messages to show first.
+        #[arg(long, default_value_t = 20)]
+        history: u32,
+        /// After input ends, wait up to this many seconds for a reply (for scripts).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupsAction {
+    /// List registered groups.
+    List,
+    /// Register a chat as a group.
+    Register {
+        /// Chat JID, e.g. `local:kitchen` or `1203…@g.us`.
+        jid: String,
+        /// Folder under the data dir: lowercase letters, digits and '-'; `main` for the main chat.
+        #[arg(long)]
+        folder: String,
+        /// Display name (default: the folder).
+        #[arg(long)]
+        name: Option<String>,
+        /// Trigger word (default: `@<assistant_name>`).
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Answer every message, without a trigger.
+        #[arg(long)]
+        no_trigger: bool,
+    },
+    /// Remove a registration (messages and files stay).
+    Unregister { jid: String },
+}
+
+#[derive(Subcommand)]
+enum TasksAction {
+    /// List tasks, newest first.
+    List,
+    /// Pause an active task.
+    Pause { id: String },
+    /// Resume a paused task (next_run is not recomputed).
+    Resume { id: String },
+    /// Delete a task and its run logs.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Load and validate; exit non-zero with the offending key on error.
+    Check,
+    /// Print the effective configuration (defaults + file + environment), secrets redacted.
+    Show,
+}
+
+#[derive(Subcommand)]
+enum DbAction {
+    /// Apply pending schema migrations and import legacy JSON state files.
+    Migrate {
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Directory with router_state.json, sessions.json, registered_groups.json (default: data_dir).
+        #[arg(long)]
+        legacy_dir: Option<PathBuf>,
+    },
+    /// Integrity and schema check plus row counts; opens read-only.
+    Check {
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Row counts and size figures; opens read-only.
+    Stats {
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+}
+
+fn load_config(cli: &Cli) -> Result<(Config, PathBuf), CommandError> {
+    let (path, explicit) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let cfg = config::load(&path, explicit, std::env::vars())
+        .map_err(|e| CommandError::new(exit::CONFIG, e))?;
+    Ok((cfg, path))
+}
+
+fn dispatch(cli: Cli) -> Result<u8, CommandError> {
+    let (cfg, source) = load_config(&cli)?;
+    observability::init(&cfg.log.level, cli.log.unwrap_or(cfg.log.target));
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Config { action } => match action {
+            ConfigAction::Check => commands::config_check(&cfg, &source, &mut out),
+            ConfigAction::Show => commands::config_show(&cfg, &mut out),
+        },
+        Command::Db { action } => match action {
+            DbAction::Migrate { db, legacy_dir } => {
+                let legacy = legacy_dir.unwrap_or_else(|| cfg.data_dir.clone());
+                commands::db_migrate(&commands::db_path(db, &cfg), Some(&legacy), &mut out)
+            }
+            DbAction::Check { db } => commands::db_check(&commands::db_path(db, &cfg), &mut out),
+            DbAction::Stats { db } => commands::db_stats(&commands::db_path(db, &cfg), &mut out),
+        },
+        Command::Doctor => commands::doctor(&cfg, &Probe::system(), &mut out),
+        Command::Groups { db, action } => {
+            let db = commands::db_path(db, &cfg);
+            match action {
+                GroupsAction::List => commands::groups_list(&db, &mut out),
+                GroupsAction::Register {
+                    jid,
+                    folder,
+                    name,
+                    trigger,
+                    no_trigger,
+                } => {
+                    let reg = commands::GroupRegistration {
+                        name: name.unwrap_or_else(|| folder.clone()),
+                        jid,
+                        folder,
+                        trigger,
+                        requires_trigger: !no_trigger,
+                    };
+                    commands::groups_register(&db, &reg, &cfg, &mut out)
+                }
+                GroupsAction::Unregister { jid } => {
+                    commands::groups_unregister(&db, &jid, &mut out)
+                }
+            }
+        }
+        Command::Tasks { db, action } => {
+            let db = commands::db_path(db, &cfg);
+            match action {
+                TasksAction::List => commands::tasks_list(&db, &mut out),
+                TasksAction::Pause { id } => {
+                    commands::tasks_act(&db, &id, TaskAction::Pause, &mut out)
+                }
+                TasksAction::Resume { id } => {
+                    commands::tasks_act(&db, &id, TaskAction::Resume, &mut out)
+                }
+                TasksAction::Cancel { id } => {
+                    commands::tasks_act(&db, &id, TaskAction::Cancel, &mut out)
+                }
+            }
+        }
+        Command::Chat {
+            chat,
+            socket,
+            history,
+            wait,
+        } => {
+            drop(out);
+            let socket = socket.unwrap_or_else(|| cfg.run_dir.join("local.sock"));
+            let opts = ChatOptions {
+                chat,
+                sender_name: std::env::var("USER").unwrap_or_else(|_| "user".to_string()),
+                history,
+                wait_after_eof: Duration::from_secs(wait),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            rt.block_on(client::run(
+                &socket,
+                &opts,
+                tokio::io::BufReader::new(tokio::io::stdin()),
+                tokio::io::stdout(),
+            ))
+            .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(CommandError { code, error }) => {
+            eprintln!("nanoclaw: error: {}", one_line(&error));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping causes whose text the line already holds
+/// (rusqlite repeats its message in its source).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}

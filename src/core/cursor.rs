@@ -4,45 +4,51 @@
 //! "handed to an agent" cursor, which advances before a run and is rolled back only when a run failed
 //! without sending any user-visible text.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::core::time::BEFORE_EVERYTHING;
 use crate::core::trigger::is_triggered;
 use crate::core::types::{Message, RegisteredGroup};
 
 /// `router_state.last_agent_timestamp`: chat JID → timestamp of the newest message handed to an agent.
+/// Keys keep their insertion order, as the original's JSON object does, so the stored text is stable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AgentCursors(BTreeMap<String, String>);
+pub struct AgentCursors(serde_json::Map<String, serde_json::Value>);
 
 impl AgentCursors {
-    /// Parses the stored JSON text. Invalid text yields an empty map and `false`; the caller logs a warning
-    /// and the next save overwrites the value (contract §2.8).
+    /// Parses the stored JSON text. Invalid text (or a non-string value) yields an empty map and `false`;
+    /// the caller logs a warning and the next save overwrites the value (contract §2.8).
     pub fn parse(text: &str) -> (Self, bool) {
-        match serde_json::from_str::<BTreeMap<String, String>>(text) {
-            Ok(map) => (Self(map), true),
-            Err(_) => (Self::default(), false),
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text) {
+            Ok(map) if map.values().all(serde_json::Value::is_string) => (Self(map), true),
+            _ => (Self::default(), false),
         }
     }
 
     /// The stored JSON text.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".to_string())
+        serde_json::Value::Object(self.0.clone()).to_string()
     }
 
     /// A missing key means `''`: every stored message of the chat is pending (contract §3.9).
     pub fn get(&self, chat_jid: &str) -> &str {
         self.0
             .get(chat_jid)
-            .map(String::as_str)
+            .and_then(serde_json::Value::as_str)
             .unwrap_or(BEFORE_EVERYTHING)
     }
 
     pub fn set(&mut self, chat_jid: &str, timestamp: &str) {
-        self.0.insert(chat_jid.to_string(), timestamp.to_string());
+        self.0.insert(
+            chat_jid.to_string(),
+            serde_json::Value::String(timestamp.to_string()),
+        );
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
     }
 }
 

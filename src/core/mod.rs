@@ -7,6 +7,7 @@ pub mod format;
 pub mod ipc;
 pub mod ipc_auth;
 pub mod redact;
+pub mod route;
 pub mod schedule;
 pub mod time;
 pub mod trigger;

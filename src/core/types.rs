@@ -235,6 +235,12 @@ pub fn validate_folder(folder: &str, registering_main: bool) -> Result<(), Folde
     Ok(())
 }
 
+/// Group chats are the only chats listed as available groups; DMs and LIDs are stored but never listed
+/// (contract §3.15, §8.12).
+pub fn is_group_jid(jid: &str) -> bool {
+    jid.ends_with("@g.us")
+}
+
 impl fmt::Display for ScheduleType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

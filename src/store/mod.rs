@@ -14,7 +14,7 @@ mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -37,6 +37,9 @@ pub const TABLES: &[&str] = &[
     "registered_groups",
 ];
 
+/// How often [`Store::maybe_optimize`] lets SQLite refresh planner statistics.
+pub const OPTIMIZE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// An open database.
 pub struct Store {
     conn: Connection,
@@ -44,6 +47,8 @@ pub struct Store {
     /// Counts statements issued through the typed API; tests use it to prove an idle host is silent.
     queries: AtomicU64,
     migration: MigrationReport,
+    /// When `PRAGMA optimize` last ran; `None` until the first call.
+    last_optimize: Option<Instant>,
 }
 
 /// Row counts and file figures for `nanoclaw db stats|check`.
@@ -82,6 +87,7 @@ impl Store {
             path: path.to_path_buf(),
             queries: AtomicU64::new(0),
             migration,
+            last_optimize: None,
         })
     }
 
@@ -114,6 +120,7 @@ impl Store {
                 to: version,
                 newer_than_build: version > migrations::latest_version(MIGRATIONS),
             },
+            last_optimize: None,
         })
     }
 
@@ -127,6 +134,7 @@ impl Store {
             path: PathBuf::from(":memory:"),
             queries: AtomicU64::new(0),
             migration,
+            last_optimize: None,
         })
     }
 
@@ -148,11 +156,26 @@ impl Store {
         self.queries.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Lets SQLite refresh planner statistics; the host calls it on a cadence (hourly) and at shutdown.
-    pub fn optimize(&self) -> Result<()> {
+    /// Lets SQLite refresh planner statistics (cheap when nothing changed).
+    pub fn optimize(&mut self, now: Instant) -> Result<()> {
         self.count();
         self.conn.execute_batch("PRAGMA optimize")?;
+        self.last_optimize = Some(now);
         Ok(())
+    }
+
+    /// Runs [`Store::optimize`] when [`OPTIMIZE_INTERVAL`] has passed since the last run; the host calls
+    /// this from its periodic maintenance tick. Returns whether it ran.
+    pub fn maybe_optimize(&mut self, now: Instant) -> Result<bool> {
+        match self.last_optimize {
+            Some(last) if now.saturating_duration_since(last) < OPTIMIZE_INTERVAL => Ok(false),
+            Some(_) => self.optimize(now).map(|()| true),
+            // The first tick only starts the clock: a fresh process has no query history to learn from.
+            None => {
+                self.last_optimize = Some(now);
+                Ok(false)
+            }
+        }
     }
 
     /// Row counts and page figures.
@@ -230,6 +253,15 @@ impl Store {
     #[doc(hidden)]
     pub fn raw(&self) -> &Connection {
         &self.conn
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // SQLite recommends `PRAGMA optimize` before closing a long-lived connection.
+        if !self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            let _ = self.conn.execute_batch("PRAGMA optimize");
+        }
     }
 }
 
