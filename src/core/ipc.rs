@@ -503,27 +503,40 @@ fn jid(field: &'static str, value: &str) -> Result<(), IpcRejection> {
     }
 }
 
-/// A chat JID: `user@server`, user of `[A-Za-z0-9._:+=-]` (WhatsApp users, groups `123-456`, device
-/// suffixes `:12`), server a lowercase DNS-like name (`s.whatsapp.net`, `g.us`, `lid`, `local`).
+/// A chat JID in one of two shapes:
+/// - WhatsApp `user@server`: user of `[A-Za-z0-9._:+=-]` (users, groups `123-456`, device suffixes
+///   `:12`), server a lowercase DNS-like name (`s.whatsapp.net`, `g.us`, `lid`);
+/// - channel-prefixed `<channel>:<id>` (the local channel's `local:<name>`): channel `[a-z]{1,16}`,
+///   id `[A-Za-z0-9._-]`, no `@`.
 pub fn is_valid_jid(value: &str) -> bool {
     if value.is_empty() || value.len() > MAX_JID_BYTES {
         return false;
     }
-    let Some((user, server)) = value.split_once('@') else {
+    if let Some((user, server)) = value.split_once('@') {
+        let user_ok = !user.is_empty()
+            && user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:+=-".contains(&b));
+        let server_ok = !server.is_empty()
+            && !server.starts_with('.')
+            && !server.ends_with('.')
+            && !server.contains("..")
+            && server
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        return user_ok && server_ok;
+    }
+    let Some((channel, id)) = value.split_once(':') else {
         return false;
     };
-    let user_ok = !user.is_empty()
-        && user
+    (1..=16).contains(&channel.len())
+        && channel.bytes().all(|b| b.is_ascii_lowercase())
+        && !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:+=-".contains(&b));
-    let server_ok = !server.is_empty()
-        && !server.starts_with('.')
-        && !server.ends_with('.')
-        && !server.contains("..")
-        && server
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    user_ok && server_ok
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// A source directory name is a group's identity (contract §8.2); only valid folder names count.
@@ -837,8 +850,21 @@ mod tests {
             "1555:12@s.whatsapp.net",
             "abc@lid",
             "status@broadcast",
+            "local:kitchen",
+            "tg:-100123",
         ] {
             assert!(is_valid_jid(good), "{good}");
+        }
+        for bad in [
+            "local:",
+            ":x",
+            "LOCAL:x",
+            "local:a/b",
+            "local:a b",
+            "local:..",
+            "verylongchannelname:x",
+        ] {
+            assert!(!is_valid_jid(bad), "{bad:?}");
         }
     }
 
