@@ -419,6 +419,13 @@ impl<E: IpcEffects> IpcWatcher<E> {
 
     /// Creates the group's state, directories and watches if needed. `false` if the group is unusable.
     fn prepare_group(&mut self, folder: &str) -> bool {
+        // A group directory that is gone (removed by an operator) is forgotten quietly.
+        if std::fs::symlink_metadata(self.layout.group_dir(folder))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            self.groups.remove(folder);
+            return false;
+        }
         if !self.groups.contains_key(folder) {
             if self.groups.len() >= self.config.max_groups {
                 self.audit(
@@ -528,18 +535,16 @@ impl<E: IpcEffects> IpcWatcher<E> {
         self.watches
             .insert(wd, WatchTarget::Group(folder.to_string()));
         for kind in KINDS {
-            let watched = (|| {
-                match rustix::fs::mkdirat(&group_fd, kind.dir_name(), Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(format!("cannot create: {e}")),
-                }
-                // Refuses a symlink planted in place of the directory.
-                rustix::fs::openat(&group_fd, kind.dir_name(), dir_flags(), Mode::empty())
-                    .map_err(|e| format!("unusable directory (symlink?): {e}"))?;
-                watches
-                    .add(group_path.join(kind.dir_name()), KIND_MASK)
-                    .map_err(|e| format!("cannot watch: {e}"))
-            })();
+            // Refuses a symlink planted in place of the directory. A missing directory is not an
+            // error: the host creates it before the group's next run and the group watch sees that.
+            let watched =
+                match rustix::fs::openat(&group_fd, kind.dir_name(), dir_flags(), Mode::empty()) {
+                    Err(Errno::NOENT) => continue,
+                    Err(e) => Err(format!("unusable directory (symlink?): {e}")),
+                    Ok(_) => watches
+                        .add(group_path.join(kind.dir_name()), KIND_MASK)
+                        .map_err(|e| format!("cannot watch: {e}")),
+                };
             match watched {
                 Ok(wd) => {
                     self.watches
