@@ -54,7 +54,10 @@ impl TargetLookup for World {
         self.tasks.iter().find(|(t, _)| *t == id).map(|(_, f)| *f)
     }
     fn jid_of_folder(&self, folder: &str) -> Option<&str> {
-        self.groups.iter().find(|(_, f)| *f == folder).map(|(j, _)| *j)
+        self.groups
+            .iter()
+            .find(|(_, f)| *f == folder)
+            .map(|(j, _)| *j)
     }
 }
 
@@ -64,7 +67,10 @@ fn pick<T: Copy>(pool: &[T], i: u8) -> T {
 
 fuzz_target!(|input: Input| {
     // Registered groups are unique by JID and by folder, as the store enforces.
-    let mut world = World { groups: Vec::new(), tasks: Vec::new() };
+    let mut world = World {
+        groups: Vec::new(),
+        tasks: Vec::new(),
+    };
     for (j, f) in input.groups.iter().take(8) {
         let (jid, folder) = (pick(&JIDS, *j), pick(&FOLDERS, *f));
         if world.folder_of_jid(jid).is_none() && world.jid_of_folder(folder).is_none() {
@@ -85,15 +91,28 @@ fuzz_target!(|input: Input| {
     assert_eq!(source.is_main, source_name == "main");
 
     let op = match &input.op {
-        OpIn::Send(i) => Operation::SendMessage { chat_jid: pick(&JIDS, *i) },
+        OpIn::Send(i) => Operation::SendMessage {
+            chat_jid: pick(&JIDS, *i),
+        },
         OpIn::SendRaw(s) => Operation::SendMessage { chat_jid: s },
-        OpIn::Schedule(i) => Operation::ScheduleTask { target_jid: pick(&JIDS, *i) },
-        OpIn::Pause(i) => Operation::PauseTask { task_id: pick(&TASKS, *i) },
-        OpIn::Resume(i) => Operation::ResumeTask { task_id: pick(&TASKS, *i) },
-        OpIn::Cancel(i) => Operation::CancelTask { task_id: pick(&TASKS, *i) },
+        OpIn::Schedule(i) => Operation::ScheduleTask {
+            target_jid: pick(&JIDS, *i),
+        },
+        OpIn::Pause(i) => Operation::PauseTask {
+            task_id: pick(&TASKS, *i),
+        },
+        OpIn::Resume(i) => Operation::ResumeTask {
+            task_id: pick(&TASKS, *i),
+        },
+        OpIn::Cancel(i) => Operation::CancelTask {
+            task_id: pick(&TASKS, *i),
+        },
         OpIn::CancelRaw(s) => Operation::CancelTask { task_id: s },
         OpIn::Refresh => Operation::RefreshGroups,
-        OpIn::Register(j, f) => Operation::RegisterGroup { jid: pick(&JIDS, *j), folder: pick(&FOLDERS, *f) },
+        OpIn::Register(j, f) => Operation::RegisterGroup {
+            jid: pick(&JIDS, *j),
+            folder: pick(&FOLDERS, *f),
+        },
         OpIn::RegisterRaw(j, f) => Operation::RegisterGroup { jid: j, folder: f },
     };
     let decision = authorize(source, op, &world);
@@ -101,9 +120,10 @@ fuzz_target!(|input: Input| {
 
     // The target folder an operation acts on, if it has one.
     let target_folder = match op {
-        Operation::SendMessage { chat_jid } | Operation::ScheduleTask { target_jid: chat_jid } => {
-            world.folder_of_jid(chat_jid)
-        }
+        Operation::SendMessage { chat_jid }
+        | Operation::ScheduleTask {
+            target_jid: chat_jid,
+        } => world.folder_of_jid(chat_jid),
         Operation::PauseTask { task_id }
         | Operation::ResumeTask { task_id }
         | Operation::CancelTask { task_id } => world.folder_of_task(task_id),
@@ -131,7 +151,9 @@ fuzz_target!(|input: Input| {
             | Operation::CancelTask { .. } => target_folder.is_some(),
             Operation::RegisterGroup { jid, folder } => {
                 let reserved = folder == "main" && world.folder_of_jid(jid) != Some("main");
-                let taken = world.jid_of_folder(folder).is_some_and(|holder| holder != jid);
+                let taken = world
+                    .jid_of_folder(folder)
+                    .is_some_and(|holder| holder != jid);
                 !reserved && !taken
             }
         };
@@ -139,6 +161,9 @@ fuzz_target!(|input: Input| {
         assert!(groups_visible(source));
     }
     if let Some(folder) = target_folder {
-        assert_eq!(task_visible(source, folder), source.is_main || folder == source.folder);
+        assert_eq!(
+            task_visible(source, folder),
+            source.is_main || folder == source.folder
+        );
     }
 });

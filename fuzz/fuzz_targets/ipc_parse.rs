@@ -33,7 +33,8 @@ fuzz_target!(|data: &[u8]| {
     check(&command);
     // Re-encoding the same JSON value must not change the verdict.
     let value: serde_json::Value = serde_json::from_slice(body).expect("accepted input is JSON");
-    let again = parse_command(kind, value.to_string().as_bytes()).expect("re-encoded input accepted");
+    let again =
+        parse_command(kind, value.to_string().as_bytes()).expect("re-encoded input accepted");
     assert_eq!(again.name(), command.name());
 });
 
@@ -44,7 +45,9 @@ fn check(command: &IpcCommand) {
     match command {
         IpcCommand::SendMessage { chat_jid, text } => {
             assert!(is_valid_jid(chat_jid) && chat_jid.len() <= MAX_JID_BYTES);
-            assert!(!text.trim().is_empty() && text.len() <= MAX_TEXT_BYTES && !text.contains('\0'));
+            assert!(
+                !text.trim().is_empty() && text.len() <= MAX_TEXT_BYTES && !text.contains('\0')
+            );
         }
         IpcCommand::ScheduleTask {
             prompt,
@@ -55,7 +58,11 @@ fn check(command: &IpcCommand) {
             ..
         } => {
             assert!(is_valid_jid(target_jid));
-            assert!(!prompt.trim().is_empty() && prompt.len() <= MAX_TEXT_BYTES && !prompt.contains('\0'));
+            assert!(
+                !prompt.trim().is_empty()
+                    && prompt.len() <= MAX_TEXT_BYTES
+                    && !prompt.contains('\0')
+            );
             assert!(parse_schedule(schedule_type.as_str(), schedule_value).is_ok());
             // Next-run computation must not panic for any accepted schedule, zone or clock.
             for (secs, tz) in [
@@ -74,7 +81,11 @@ fn check(command: &IpcCommand) {
         | IpcCommand::CancelTask { task_id } => assert!(id_ok(task_id, MAX_TASK_ID_BYTES)),
         IpcCommand::RefreshGroups => {}
         IpcCommand::RegisterGroup {
-            jid, folder, name, trigger, ..
+            jid,
+            folder,
+            name,
+            trigger,
+            ..
         } => {
             assert!(is_valid_jid(jid));
             assert!(validate_folder(folder, true).is_ok());
