@@ -310,6 +310,10 @@ impl<E: IpcEffects> IpcWatcher<E> {
         }
         match target {
             WatchTarget::Root => {
+                // Only directories are group namespaces (a symlink is not one).
+                if !mask.contains(EventMask::ISDIR) {
+                    return;
+                }
                 if let Some(name) = name.filter(|n| is_valid_source_dir(n)) {
                     self.dirty.insert(name);
                 }
@@ -358,7 +362,8 @@ impl<E: IpcEffects> IpcWatcher<E> {
         };
         for entry in entries.flatten().take(self.config.max_groups * 2) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if is_valid_source_dir(&name) {
+            // `file_type` does not follow symlinks: a symlinked "group" is not one.
+            if is_valid_source_dir(&name) && entry.file_type().is_ok_and(|t| t.is_dir()) {
                 if let Some(state) = self.groups.get_mut(&name) {
                     state.watched = false;
                 }
