@@ -456,13 +456,20 @@ impl<E: IpcEffects> IpcWatcher<E> {
                 true
             }
             Err(reason) => {
-                self.audit(
-                    folder,
-                    AuditKind::IpcUnsafeEntry {
-                        path: self.layout.group_dir(folder).display().to_string(),
-                        reason,
-                    },
-                );
+                let gone = std::fs::symlink_metadata(self.layout.group_dir(folder))
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+                if gone {
+                    // Removed while we looked: not an attack, just forget it.
+                    self.groups.remove(folder);
+                } else {
+                    self.audit(
+                        folder,
+                        AuditKind::IpcUnsafeEntry {
+                            path: self.layout.group_dir(folder).display().to_string(),
+                            reason,
+                        },
+                    );
+                }
                 false
             }
         }
@@ -546,9 +553,11 @@ impl<E: IpcEffects> IpcWatcher<E> {
                 match rustix::fs::openat(&group_fd, kind.dir_name(), dir_flags(), Mode::empty()) {
                     Err(Errno::NOENT) => continue,
                     Err(e) => Err(format!("unusable directory (symlink?): {e}")),
-                    Ok(_) => watches
-                        .add(group_path.join(kind.dir_name()), KIND_MASK)
-                        .map_err(|e| format!("cannot watch: {e}")),
+                    Ok(_) => match watches.add(group_path.join(kind.dir_name()), KIND_MASK) {
+                        // Removed between the open and the watch.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        other => other.map_err(|e| format!("cannot watch: {e}")),
+                    },
                 };
             match watched {
                 Ok(wd) => {
