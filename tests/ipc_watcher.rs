@@ -371,17 +371,20 @@ async fn rate_limit_defers_and_audits() {
         burst: 10,
         ..fast()
     };
-    // Before the watcher exists, so before its bucket starts filling.
+    // All 60 files wait when the watcher starts, so its first pass meets the limit however slowly the
+    // machine runs. Timed from before the watcher exists, i.e. before its bucket starts filling.
     let started = Instant::now();
-    let h = start(config).await;
-    let dir = h.kind_dir("other-group", "messages");
-    for i in 0..60 {
-        publish(
-            &dir,
-            &format!("{i:04}.json"),
-            &message("other@g.us", &format!("r{i:02}")),
-        );
-    }
+    let h = start_with(config, |layout| {
+        let dir = layout.group_dir("other-group").join("messages");
+        for i in 0..60 {
+            publish(
+                &dir,
+                &format!("{i:04}.json"),
+                &message("other@g.us", &format!("r{i:02}")),
+            );
+        }
+    })
+    .await;
     h.wait_for("all 60 sends", Duration::from_secs(10), |h| {
         h.effects.sent_count() == 60
     })
@@ -429,7 +432,12 @@ async fn queue_cap_takes_files_in_batches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_style_partial_write_waits_for_close() {
-    let h = start(fast()).await;
+    // A long grace: the retry comes from the writer's close, not from the grace running out.
+    let config = WatcherConfig {
+        settle: Duration::from_secs(30),
+        ..fast()
+    };
+    let h = start(config).await;
     let path = h.kind_dir("main", "tasks").join("refresh_1700000000.json");
     // `echo '…' > tasks/x.json`: created, then written, then closed. Stall between the halves and make
     // the watcher look meanwhile (another file triggers a pass).
