@@ -195,6 +195,16 @@ async fn schedule_task_authorization() {
         .filter(|a| matches!(a.kind, AuditKind::IpcDenied { .. }))
         .count();
     assert_eq!(denials, 2);
+    // ...stored in the audit table like every other security decision.
+    let rows = w.effects.with_store(|s| s.audit_events(None)).unwrap();
+    let denied: Vec<_> = rows.iter().filter(|r| r.kind == "ipc.denied").collect();
+    assert_eq!(denied.len(), 2);
+    assert_eq!(denied[0].group, "other-group");
+    assert_eq!(denied[0].decision, "deny");
+    assert_eq!(
+        denied[1].detail.as_deref(),
+        Some("schedule_task: target JID is not registered")
+    );
 }
 
 #[tokio::test]

@@ -39,6 +39,11 @@ enum Command {
     },
     /// Check that this host can run agents: cgroups, namespaces, nftables, image, data dir.
     Doctor,
+    /// Egress policy (docs/egress.md).
+    Egress {
+        #[command(subcommand)]
+        action: EgressAction,
+    },
     /// Registered groups.
     Groups {
         #[arg(long, global = true)]
@@ -67,6 +72,23 @@ enum Command {
         /// After input ends, wait up to this many seconds for a reply (for scripts).
         #[arg(long, default_value_t = 0)]
         wait: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum EgressAction {
+    /// Time-bounded allowlist override for one group; a running host applies it within seconds.
+    Allow {
+        #[arg(long)]
+        group: String,
+        /// Allowlist entry: host, *.suffix, IP or CIDR, optionally :port[,port] (default 443).
+        #[arg(long)]
+        host: String,
+        /// Duration, e.g. 10m, 1h30m (at most 24h).
+        #[arg(long = "for")]
+        duration: String,
+        #[arg(long)]
+        db: Option<PathBuf>,
     },
 }
 
@@ -165,6 +187,28 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             DbAction::Stats { db } => commands::db_stats(&commands::db_path(db, &cfg), &mut out),
         },
         Command::Doctor => commands::doctor(&cfg, &Probe::system(), &mut out),
+        Command::Egress {
+            action:
+                EgressAction::Allow {
+                    group,
+                    host,
+                    duration,
+                    db,
+                },
+        } => {
+            let store = nanoclaw::store::Store::open(&commands::db_path(db, &cfg))
+                .map_err(|e| CommandError::new(exit::DATABASE, e))?;
+            let g = nanoclaw::net::overrides::persist_override(&store, &group, &host, &duration)
+                .map_err(|e| CommandError::new(exit::USAGE, e))?;
+            use std::io::Write;
+            writeln!(
+                out,
+                "override #{}: {} for group {group} until {}",
+                g.id, g.entry, g.expires_at
+            )
+            .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
         Command::Groups { db, action } => {
             let db = commands::db_path(db, &cfg);
             match action {

@@ -92,8 +92,9 @@ pub struct SentMessage {
     pub text: String,
 }
 
-/// [`IpcEffects`] over a real [`Store`], recording what would leave the host: channel sends, scheduler
-/// wake-ups, group syncs and audit events. Used by tests and by tooling that runs the watcher without a
+/// [`IpcEffects`] over a real [`Store`] (audit events go to its `audit_events` table, as the host's
+/// do), recording what would leave the host: channel sends, scheduler wake-ups, group syncs, and the
+/// audit events again in memory for assertions. Used by tests and by tooling that runs the watcher without a
 /// channel.
 pub struct StoreEffects {
     /// rusqlite's connection is not `Sync`; every call is short and never held across an await.
@@ -228,6 +229,10 @@ impl IpcEffects for StoreEffects {
 
     fn audit(&self, event: AuditEvent) {
         event.log();
+        let row = event.record(&now_iso());
+        if let Err(e) = self.with_store(|s| s.insert_audit(&row)) {
+            tracing::warn!(cause = %e, "cannot store audit event");
+        }
         let mut audits = self.audits.lock().unwrap_or_else(|p| p.into_inner());
         // Bounded like everything else; the log line above still records every event.
         if audits.len() < MAX_RECORDED {
