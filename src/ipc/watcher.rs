@@ -693,7 +693,6 @@ impl<E: IpcEffects> IpcWatcher<E> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn process_file(
         &mut self,
         folder: &str,
