@@ -10,12 +10,14 @@
 //! - [`net`]: per-run network namespaces, the nftables egress table, the egress proxy and API gateway.
 //! - [`channel`]: chat transports behind one trait: the local Unix-socket channel (WhatsApp behind a feature).
 //! - [`host`]: the binary's edge: configuration, telemetry, `doctor` checks.
+//! - [`ipc`]: the runner's tool channel: IPC directory layout, snapshots, inotify watcher, authorization.
 //!
 //! See `ARCHITECTURE.md` for the map and the invariants.
 
 pub mod channel;
 pub mod core;
 pub mod host;
+pub mod ipc;
 pub mod net;
 pub mod queue;
 pub mod scheduler;
