@@ -39,6 +39,11 @@ enum Command {
     },
     /// Check that this host can run agents: cgroups, namespaces, nftables, image, data dir.
     Doctor,
+    /// Egress policy (docs/egress.md).
+    Egress {
+        #[command(subcommand)]
+        action: EgressAction,
+    },
     /// Registered groups.
     Groups {
         #[arg(long, global = true)]
@@ -53,6 +58,8 @@ enum Command {
         #[command(subcommand)]
         action: TasksAction,
     },
+    /// Run the host: channels, group actors, scheduler, IPC, sandboxed agent runs (the main job).
+    Run,
     /// Talk to the running host over the local channel.
     Chat {
         /// Chat to talk in.
@@ -77,6 +84,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// Queue throughput: groups x messages through the real actors with a scripted launcher.
+    Queue {
+        #[arg(long, default_value_t = 1000)]
+        groups: usize,
+        #[arg(long, default_value_t = 10)]
+        messages: usize,
+        #[arg(long, default_value_t = 2)]
+        max_concurrent: usize,
+    },
     /// Sandbox create+start and lifecycle latency, beside `crun run` if installed.
     Sandbox {
         /// Read-only image directory to run `/bin/true` from (e.g. target/test-rootfs).
@@ -88,6 +104,23 @@ enum BenchWhat {
         /// crun binary to compare with.
         #[arg(long, default_value = "/usr/bin/crun")]
         crun: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EgressAction {
+    /// Time-bounded allowlist override for one group; a running host applies it within seconds.
+    Allow {
+        #[arg(long)]
+        group: String,
+        /// Allowlist entry: host, *.suffix, IP or CIDR, optionally :port[,port] (default 443).
+        #[arg(long)]
+        host: String,
+        /// Duration, e.g. 10m, 1h30m (at most 24h).
+        #[arg(long = "for")]
+        duration: String,
+        #[arg(long)]
+        db: Option<PathBuf>,
     },
 }
 
@@ -186,9 +219,32 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             DbAction::Stats { db } => commands::db_stats(&commands::db_path(db, &cfg), &mut out),
         },
         Command::Doctor => commands::doctor(&cfg, &Probe::system(), &mut out),
+        Command::Egress {
+            action:
+                EgressAction::Allow {
+                    group,
+                    host,
+                    duration,
+                    db,
+                },
+        } => {
+            let store = nanoclaw::store::Store::open(&commands::db_path(db, &cfg))
+                .map_err(|e| CommandError::new(exit::DATABASE, e))?;
+            let g = nanoclaw::net::overrides::persist_override(&store, &group, &host, &duration)
+                .map_err(|e| CommandError::new(exit::USAGE, e))?;
+            use std::io::Write;
+            writeln!(
+                out,
+                "override #{}: {} for group {group} until {}",
+                g.id, g.entry, g.expires_at
+            )
+            .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
         Command::Groups { db, action } => {
             let db = commands::db_path(db, &cfg);
-            match action {
+            let mutates = !matches!(action, GroupsAction::List);
+            let result = match action {
                 GroupsAction::List => commands::groups_list(&db, &mut out),
                 GroupsAction::Register {
                     jid,
@@ -209,11 +265,17 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
                 GroupsAction::Unregister { jid } => {
                     commands::groups_unregister(&db, &jid, &mut out)
                 }
+            };
+            if mutates && result.is_ok() {
+                // A running host picks the change up at once (SIGHUP reload).
+                nanoclaw::host::run::notify_running_host(&cfg.run_dir);
             }
+            result
         }
         Command::Tasks { db, action } => {
             let db = commands::db_path(db, &cfg);
-            match action {
+            let mutates = !matches!(action, TasksAction::List);
+            let result = match action {
                 TasksAction::List => commands::tasks_list(&db, &mut out),
                 TasksAction::Pause { id } => {
                     commands::tasks_act(&db, &id, TaskAction::Pause, &mut out)
@@ -224,7 +286,11 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
                 TasksAction::Cancel { id } => {
                     commands::tasks_act(&db, &id, TaskAction::Cancel, &mut out)
                 }
+            };
+            if mutates && result.is_ok() {
+                nanoclaw::host::run::notify_running_host(&cfg.run_dir);
             }
+            result
         }
         Command::Chat {
             chat,
@@ -252,6 +318,41 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             ))
             .map_err(|e| CommandError::new(exit::FAILURE, e))?;
             Ok(exit::OK)
+        }
+        Command::Run => {
+            drop(out);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            rt.block_on(nanoclaw::host::run::run(cfg, shutdown_signal()))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Queue {
+                    groups,
+                    messages,
+                    max_concurrent,
+                },
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            let options = nanoclaw::queue::bench::LoadOptions {
+                groups,
+                messages_per_group: messages,
+                max_concurrent_runs: max_concurrent,
+                ..Default::default()
+            };
+            let report = rt
+                .block_on(nanoclaw::queue::bench::run_queue_load(options))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            use std::io::Write as _;
+            writeln!(out, "{report}").map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(if report.ok() { exit::OK } else { exit::FAILURE })
         }
         Command::Bench {
             what: BenchWhat::Sandbox { rootfs, runs, crun },
@@ -319,4 +420,22 @@ fn one_line(error: &anyhow::Error) -> String {
         }
     }
     line
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the host would be unstoppable except by SIGKILL; never resolve
+        // here and let the operator see the error in the log instead of a silent exit.
+        tracing::error!("cannot install SIGTERM/SIGINT handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
 }
