@@ -6,9 +6,11 @@
 //! - [`core`]: pure domain logic: types, trigger policy, formatting, cursor rules, wire shapes, redaction.
 //! - [`store`]: the SQLite database: schema compatible with the original host, versioned additive migrations.
 //! - [`host`]: the binary's edge: configuration, telemetry, `doctor` checks.
+//! - [`runner`]: the in-container agent loop of `nanoclaw-runner` (Messages API, tools, sessions).
 //!
 //! See `ARCHITECTURE.md` for the map and the invariants.
 
 pub mod core;
 pub mod host;
+pub mod runner;
 pub mod store;
