@@ -22,6 +22,8 @@ use crate::runner::api::{ContentBlock, Message, Role};
 
 /// Subdirectory of the session dir that holds our transcripts.
 pub const TRANSCRIPT_DIR: &str = "nanoclaw-runner";
+/// What an elided tool output is replaced with.
+const ELIDED: &str = "[tool output elided to keep the transcript bounded]";
 /// Text of one archived message is cut here (contract §10.12 uses the same figure).
 const ARCHIVE_TEXT_MAX: usize = 2000;
 
@@ -171,7 +173,24 @@ impl Session {
             self.dropped_turns += 1;
             i += 1;
         }
-        self.messages.drain(..cut).collect()
+        let dropped: Vec<Message> = self.messages.drain(..cut).collect();
+        // Still too big: the newest turn is a long tool chain. Elide its oldest tool outputs (the last
+        // two messages stay whole), keeping every tool_use/tool_result pair intact.
+        let keep_from = self.messages.len().saturating_sub(2);
+        for m in self.messages.iter_mut().take(keep_from) {
+            if bytes <= max_bytes {
+                break;
+            }
+            for b in &mut m.content {
+                if let ContentBlock::ToolResult { content, .. } = b {
+                    if content.len() > ELIDED.len() && bytes > max_bytes {
+                        bytes -= content.len() - ELIDED.len();
+                        *content = ELIDED.to_string();
+                    }
+                }
+            }
+        }
+        dropped
     }
 }
 
@@ -361,7 +380,10 @@ mod tests {
             tool_result("t3"),
         ];
         let dropped = s.bound(5, usize::MAX);
-        assert_eq!(dropped.len(), 6);
+        assert_eq!(dropped.len(), 4, "one turn is enough to get to 5 messages");
+        assert_eq!(s.messages[0], user("two"));
+        let dropped = s.bound(4, usize::MAX);
+        assert_eq!(dropped.len(), 2);
         assert_eq!(s.messages[0], user("three"));
         assert_eq!(s.messages.len(), 3);
         assert_eq!(s.dropped_turns, 2);
@@ -369,6 +391,40 @@ mod tests {
         let dropped = s.bound(1, 1);
         assert!(dropped.is_empty());
         assert_eq!(s.messages.len(), 3);
+    }
+
+    #[test]
+    fn bound_elides_old_tool_output_inside_one_long_turn() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Session::open(tmp.path(), None).unwrap();
+        let big = |id: &str| Message {
+            role: Role::User,
+            content: vec![ContentBlock::ToolResult {
+                tool_use_id: id.into(),
+                content: "y".repeat(5000),
+                is_error: false,
+            }],
+        };
+        s.messages = vec![
+            user("go"),
+            tool_call("a"),
+            big("a"),
+            tool_call("b"),
+            big("b"),
+            tool_call("c"),
+            big("c"),
+        ];
+        s.bound(100, 8000);
+        let sizes: Vec<usize> = s
+            .messages
+            .iter()
+            .filter_map(|m| match &m.content[0] {
+                ContentBlock::ToolResult { content, .. } => Some(content.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sizes, vec![ELIDED.len(), ELIDED.len(), 5000]);
+        assert_eq!(s.messages.len(), 7);
     }
 
     #[test]
