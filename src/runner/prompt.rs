@@ -82,13 +82,13 @@ list the known chats (refresh_groups, list_groups), and schedule tasks for any r
             "\n# Group memory ({group}/CLAUDE.md)\n\n{memory}\n"
         ));
     }
-    if !input.is_main {
-        if let Some(memory) = read_memory(&cfg.global_dir.join("CLAUDE.md")) {
-            s.push_str(&format!(
-                "\n# Global memory ({}/CLAUDE.md, read-only)\n\n{memory}\n",
-                cfg.global_dir.display()
-            ));
-        }
+    if !input.is_main
+        && let Some(memory) = read_memory(&cfg.global_dir.join("CLAUDE.md"))
+    {
+        s.push_str(&format!(
+            "\n# Global memory ({}/CLAUDE.md, read-only)\n\n{memory}\n",
+            cfg.global_dir.display()
+        ));
     }
     s
 }

@@ -182,11 +182,12 @@ impl Session {
                 break;
             }
             for b in &mut m.content {
-                if let ContentBlock::ToolResult { content, .. } = b {
-                    if content.len() > ELIDED.len() && bytes > max_bytes {
-                        bytes -= content.len() - ELIDED.len();
-                        *content = ELIDED.to_string();
-                    }
+                if let ContentBlock::ToolResult { content, .. } = b
+                    && content.len() > ELIDED.len()
+                    && bytes > max_bytes
+                {
+                    bytes -= content.len() - ELIDED.len();
+                    *content = ELIDED.to_string();
                 }
             }
         }

@@ -583,10 +583,10 @@ fn respond_sse(
 
 /// Checks a request body the way the Messages API does, as far as a runner can get it wrong.
 pub fn validate_request(body: &Value) -> Result<(), String> {
-    if !body["model"].as_str().is_some_and(|m| !m.is_empty()) {
+    if body["model"].as_str().is_none_or(str::is_empty) {
         return Err("model: field required".into());
     }
-    if !body["max_tokens"].as_u64().is_some_and(|n| n > 0) {
+    if body["max_tokens"].as_u64().is_none_or(|n| n == 0) {
         return Err("max_tokens: field required".into());
     }
     let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {

@@ -94,13 +94,11 @@ pub fn run(
         status
     });
     let timed_out = rx.recv_timeout(timeout).is_err();
-    if timed_out {
-        if let Ok(pgid) = i32::try_from(pid) {
-            // SAFETY: kill(2) with a negative pid signals the process group we created above; no memory
-            // is touched.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
+    if timed_out && let Ok(pgid) = i32::try_from(pid) {
+        // SAFETY: kill(2) with a negative pid signals the process group we created above; no memory is
+        // touched.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
         }
     }
     let status = waiter
