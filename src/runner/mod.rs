@@ -12,9 +12,11 @@
 //! - [`input`]: follow-ups and the close sentinel.
 //! - [`frames`]: output frames.
 //! - [`testing`]: a fake Messages API server for tests and benchmarks.
+//! - [`bench`]: `nanoclaw bench runner` (cold start to first request, peak memory).
 
 mod agent;
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod frames;
 pub mod input;
