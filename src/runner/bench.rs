@@ -144,7 +144,7 @@ pub fn bench_runner(runner: &Path, runs: usize) -> Result<BenchReport, BenchErro
         let mut child = Command::new(runner)
             .env_clear()
             .env("ANTHROPIC_BASE_URL", api.url())
-            .env("NANOCLAW_API_TOKEN", "bench")
+            .env("ANTHROPIC_API_KEY", "bench")
             .env("NANOCLAW_WORKSPACE", &ws)
             .env("NANOCLAW_SESSION_DIR", tmp.0.join("session"))
             .env("NANOCLAW_TOOL_ROOTS", &ws)

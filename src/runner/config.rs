@@ -7,9 +7,10 @@ use std::time::Duration;
 
 /// Environment variable with the model API base URL (the host's API gateway, plain HTTP).
 pub const ENV_BASE_URL: &str = "ANTHROPIC_BASE_URL";
-/// Environment variable with the per-run gateway token. It is not the model credential: the gateway
-/// swaps it for the real one and refuses it once the run has ended.
-pub const ENV_API_TOKEN: &str = "NANOCLAW_API_TOKEN";
+/// Environment variable with the per-run gateway token (the host's `net` module sets it under the
+/// name the Anthropic SDKs read). It is not the model credential: the gateway swaps it for the real one
+/// and refuses it once the run has ended.
+pub const ENV_API_TOKEN: &str = "ANTHROPIC_API_KEY";
 /// Model used when neither the run input nor the environment names one.
 pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
 /// `max_tokens` per model response.
@@ -148,7 +149,7 @@ impl RunnerConfig {
     ///
     /// `NANOCLAW_WORKSPACE` (default `/workspace`), `NANOCLAW_SESSION_DIR` (`/home/node/.claude`),
     /// `NANOCLAW_TOOL_ROOTS` (colon-separated, default `<workspace>:/tmp`), `NANOCLAW_SHELL`
-    /// (`/bin/sh`), `ANTHROPIC_BASE_URL` (required), `NANOCLAW_API_TOKEN`, `NANOCLAW_MODEL`,
+    /// (`/bin/sh`), `ANTHROPIC_BASE_URL` (required), `ANTHROPIC_API_KEY` (the run token), `NANOCLAW_MODEL`,
     /// `NANOCLAW_MAX_TOKENS`, `NANOCLAW_MAX_TURNS`, `NANOCLAW_STREAM` (`0`/`1`), `NANOCLAW_POLL_MS`,
     /// `NANOCLAW_MAX_RETRIES`, `NANOCLAW_RETRY_BASE_MS`, `NANOCLAW_READ_TIMEOUT_SECS`,
     /// `NANOCLAW_BASH_TIMEOUT_SECS`, `NANOCLAW_MAX_TRANSCRIPT_BYTES`, `NANOCLAW_MAX_TRANSCRIPT_MESSAGES`.

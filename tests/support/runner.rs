@@ -77,7 +77,7 @@ impl Harness {
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("ANTHROPIC_BASE_URL", self.api.url())
-            .env("NANOCLAW_API_TOKEN", "run-token-for-test")
+            .env("ANTHROPIC_API_KEY", "run-token-for-test")
             .env("NANOCLAW_WORKSPACE", self.ws())
             .env("NANOCLAW_SESSION_DIR", self.session_dir())
             .env("NANOCLAW_TOOL_ROOTS", roots)
