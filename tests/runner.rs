@@ -914,3 +914,32 @@ fn model_and_limits_come_from_the_input() {
     assert_eq!(body["max_tokens"], 1234);
     assert!(body["system"].as_str().unwrap().starts_with("You are Bob"));
 }
+
+#[test]
+fn the_runner_benchmark_measures_real_runs() {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_nanoclaw-runner"));
+    let report = nanoclaw::runner::bench::bench_runner(path, 2).unwrap();
+    assert_eq!(report.first_request.len(), 2);
+    assert!(
+        report
+            .first_request
+            .iter()
+            .all(|d| *d > Duration::ZERO && *d < harness::WAIT)
+    );
+    // A Rust process's own peak RSS: more than nothing, far less than the original's ~400 MiB tree.
+    assert!(
+        report
+            .peak_rss_kib
+            .iter()
+            .all(|&k| k > 100 && k < 200 * 1024),
+        "{report}"
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("start -> first API request: median"),
+        "{text}"
+    );
+    let missing =
+        nanoclaw::runner::bench::bench_runner(std::path::Path::new("/nonexistent/runner"), 1);
+    assert!(missing.unwrap_err().to_string().contains("not found"));
+}

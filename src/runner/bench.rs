@@ -2,8 +2,11 @@
 //! (fake) Messages API, and its peak memory. Figures only, no assertions.
 //!
 //! This measures the runner as a plain process (no container), so it isolates what the runner itself
-//! costs; the container's own start is the sandbox benchmark's figure. Peak memory is the process's
-//! `ru_maxrss` from `wait4(2)` (the cgroup's `memory.peak` needs a container).
+//! costs; the container's own start is the sandbox benchmark's figure. Peak memory is the runner's
+//! `VmHWM` (peak resident set of its own address space since exec) read from `/proc/<pid>/status`
+//! once it has answered and gone idle; the cgroup's `memory.peak` needs a container. (`ru_maxrss` from
+//! `wait4` would be wrong here: a child spawned with vfork semantics inherits the parent's high-water
+//! mark at exec.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -106,18 +109,29 @@ impl Drop for TempDir {
     }
 }
 
-/// Waits for `pid` and returns its peak RSS in KiB.
-fn wait_rss(pid: u32) -> Result<(i32, u64), std::io::Error> {
-    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 writes only into the two out-parameters we own; pid is our child, not yet reaped.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
+/// Peak resident set size of a live process, KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Reads frames until the session frame that means the runner is idle.
+fn wait_idle(stdout: impl std::io::Read) -> bool {
+    use std::io::BufRead;
+    let mut ends = 0;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { return false };
+        if line == crate::core::wire::OUTPUT_END_MARKER {
+            ends += 1;
+            if ends == 2 {
+                return true;
+            }
+        }
     }
-    Ok((status, u64::try_from(usage.ru_maxrss).unwrap_or(0)))
+    false
 }
 
 /// Runs the runner `runs` times against a fresh fake API each time.
@@ -150,7 +164,7 @@ pub fn bench_runner(runner: &Path, runs: usize) -> Result<BenchReport, BenchErro
             .env("NANOCLAW_TOOL_ROOTS", &ws)
             .env("NANOCLAW_RUNNER_LOG", "warn")
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
         if let Some(mut stdin) = child.stdin.take() {
@@ -166,12 +180,17 @@ pub fn bench_runner(runner: &Path, runs: usize) -> Result<BenchReport, BenchErro
             .first()
             .map(|r| r.at.saturating_duration_since(start))
             .ok_or_else(|| fail("request vanished".into()))?;
+        let idle = child.stdout.take().is_some_and(wait_idle);
+        let rss = vm_hwm_kib(child.id());
         std::fs::write(ws.join("ipc/input/_close"), b"")?;
-        let (status, rss) = wait_rss(child.id())?;
+        let status = child.wait()?;
         let total = start.elapsed();
-        if status != 0 {
-            return Err(fail(format!("runner exited with wait status {status}")));
+        if !idle || !status.success() {
+            return Err(fail(format!(
+                "runner did not answer and exit cleanly ({status})"
+            )));
         }
+        let rss = rss.ok_or_else(|| fail("no VmHWM in /proc".into()))?;
         report.first_request.push(first);
         report.total.push(total);
         report.peak_rss_kib.push(rss);
