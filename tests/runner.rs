@@ -144,10 +144,10 @@ fn every_core_tool_runs_and_its_result_goes_back_to_the_model() {
     let (_, exit3, err) = result(8);
     assert!(err && exit3.contains("[exit code 3]"), "{exit3}");
     // Each tool_result answers the tool_use of the previous response.
-    for i in 1..9 {
-        let prev_assistant = &reqs[i].messages()[reqs[i].messages().len() - 2];
+    for req in &reqs[1..9] {
+        let prev_assistant = &req.messages()[req.messages().len() - 2];
         let use_id = prev_assistant["content"][0]["id"].as_str().unwrap();
-        assert_eq!(result(i).0, use_id);
+        assert_eq!(req.tool_results()[0].0, use_id);
     }
 }
 
@@ -176,8 +176,8 @@ fn file_tools_stay_inside_the_roots_even_through_symlinks() {
     h.close();
     run.finish();
     let reqs = h.api.requests();
-    for i in 1..6 {
-        let (_, text, err) = reqs[i].tool_results().remove(0);
+    for (i, req) in reqs.iter().enumerate().take(6).skip(1) {
+        let (_, text, err) = req.tool_results().remove(0);
         assert!(err, "call {i} should be refused: {text}");
         assert!(text.contains("outside the allowed directories"), "{text}");
     }

@@ -688,7 +688,7 @@ mod tests {
             Err(IpcRejection::Malformed(_))
         ));
         assert!(matches!(
-            message(&"\u{feff}{}"),
+            message("\u{feff}{}"),
             Err(IpcRejection::Malformed(_))
         ));
         assert!(matches!(

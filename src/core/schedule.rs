@@ -143,11 +143,11 @@ pub fn parse_once(value: &str) -> Result<OnceAt, ScheduleError> {
             return Ok(OnceAt::Local(naive));
         }
     }
-    if value.len() == 10 {
-        if let Ok(date) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
-            let midnight = date.and_hms_opt(0, 0, 0).ok_or_else(bad)?;
-            return Ok(OnceAt::Instant(Utc.from_utc_datetime(&midnight)));
-        }
+    if value.len() == 10
+        && let Ok(date) = NaiveDate::parse_from_str(value, "%Y-%m-%d")
+    {
+        let midnight = date.and_hms_opt(0, 0, 0).ok_or_else(bad)?;
+        return Ok(OnceAt::Instant(Utc.from_utc_datetime(&midnight)));
     }
     Err(bad())
 }
