@@ -8,6 +8,7 @@
 //! - [`net`]: per-run network namespaces, the nftables egress table, the egress proxy and API gateway.
 //! - [`channel`]: chat transports behind one trait: the local Unix-socket channel (WhatsApp behind a feature).
 //! - [`host`]: the binary's edge: configuration, telemetry, `doctor` checks.
+//! - [`ipc`]: the runner's tool channel: IPC directory layout, snapshots, inotify watcher, authorization.
 //! - [`runner`]: the in-container agent loop of `nanoclaw-runner` (Messages API, tools, sessions).
 //!
 //! See `ARCHITECTURE.md` for the map and the invariants.
@@ -15,6 +16,7 @@
 pub mod channel;
 pub mod core;
 pub mod host;
+pub mod ipc;
 pub mod net;
 pub mod runner;
 pub mod store;

@@ -1,9 +1,9 @@
 //! Structured audit events: security-relevant decisions the host records (denials, rejections, limits),
 //! as data rather than log strings, so tests and operators can count and filter them.
 //!
-//! Shape shared with the IPC branch (`AuditEvent { source, kind }`, `source` = group folder); the
-//! egress events are one variant, [`AuditKind::Egress`]. Every event flattens into an [`AuditRecord`],
-//! the row of the `audit_events` table.
+//! `AuditEvent { source, kind }`, `source` = group folder. Egress events are one variant
+//! ([`AuditKind::Egress`]); the IPC watcher's denials, rejections and limits are the `Ipc*` variants.
+//! Every event flattens into an [`AuditRecord`], the row of the `audit_events` table.
 
 use serde::{Deserialize, Serialize};
 
@@ -133,6 +133,15 @@ impl AuditEvent {
 
     /// The row for `audit_events`, stamped with `time`.
     pub fn record(&self, time: &str) -> AuditRecord {
+        let ipc = |kind: &str, destination: &str, decision: &str, detail: String| AuditRecord {
+            time: time.to_string(),
+            group: self.source.clone(),
+            run: None,
+            kind: kind.to_string(),
+            destination: (!destination.is_empty()).then(|| destination.to_string()),
+            decision: decision.to_string(),
+            detail: (!detail.is_empty()).then_some(detail),
+        };
         match &self.kind {
             AuditKind::Egress(e) => AuditRecord {
                 time: time.to_string(),
@@ -147,49 +156,31 @@ impl AuditEvent {
                 file,
                 command,
                 reason,
-            } => self.ipc_record(
-                time,
-                "ipc.denied",
-                Some(file),
-                Some(format!("{command}: {reason}")),
-            ),
+            } => ipc("ipc.denied", file, "deny", format!("{command}: {reason}")),
             AuditKind::IpcRejected { file, reason } => {
-                self.ipc_record(time, "ipc.rejected", Some(file), Some(reason.to_string()))
+                ipc("ipc.rejected", file, "deny", reason.to_string())
             }
-            AuditKind::IpcRateLimited { deferred_ms } => self.ipc_record(
-                time,
+            AuditKind::IpcRateLimited { deferred_ms } => ipc(
                 "ipc.rate_limited",
-                None,
-                Some(format!("deferred {deferred_ms} ms")),
+                "",
+                "defer",
+                format!("deferred {deferred_ms} ms"),
             ),
-            AuditKind::IpcQueueOverflow { cap } => {
-                self.ipc_record(time, "ipc.queue_overflow", None, Some(format!("cap {cap}")))
-            }
-            AuditKind::IpcQuarantineFull { file } => {
-                self.ipc_record(time, "ipc.quarantine_full", Some(file), None)
-            }
+            AuditKind::IpcQueueOverflow { cap } => ipc(
+                "ipc.queue_overflow",
+                "",
+                "defer",
+                format!("more than {cap} files"),
+            ),
+            AuditKind::IpcQuarantineFull { file } => ipc(
+                "ipc.quarantine_full",
+                file,
+                "deny",
+                "quarantine full; rejected files are deleted".to_string(),
+            ),
             AuditKind::IpcUnsafeEntry { path, reason } => {
-                self.ipc_record(time, "ipc.unsafe_entry", Some(path), Some(reason.clone()))
+                ipc("ipc.unsafe_entry", path, "deny", reason.clone())
             }
-        }
-    }
-
-    /// The row of an IPC event: always a denial, about a file or path of the source's directory.
-    fn ipc_record(
-        &self,
-        time: &str,
-        kind: &str,
-        destination: Option<&String>,
-        detail: Option<String>,
-    ) -> AuditRecord {
-        AuditRecord {
-            time: time.to_string(),
-            group: self.source.clone(),
-            run: None,
-            kind: kind.to_string(),
-            destination: destination.cloned(),
-            decision: Decision::Deny.as_str().to_string(),
-            detail,
         }
     }
 
@@ -275,6 +266,50 @@ mod tests {
         assert_eq!(
             (granted.run, granted.destination, granted.detail),
             (None, None, None)
+        );
+    }
+
+    #[test]
+    fn ipc_events_flatten_to_rows() {
+        let denied = AuditEvent::new(
+            "family",
+            AuditKind::IpcDenied {
+                file: "1.json".into(),
+                command: "schedule_task",
+                reason: DenyReason::UnregisteredTarget,
+            },
+        )
+        .record("t");
+        assert_eq!(denied.kind, "ipc.denied");
+        assert_eq!(denied.group, "family");
+        assert_eq!(denied.run, None);
+        assert_eq!(denied.destination.as_deref(), Some("1.json"));
+        assert_eq!(denied.decision, "deny");
+        assert_eq!(
+            denied.detail.as_deref(),
+            Some("schedule_task: target JID is not registered")
+        );
+        let limited =
+            AuditEvent::new("family", AuditKind::IpcRateLimited { deferred_ms: 160 }).record("t");
+        assert_eq!(
+            (
+                limited.kind.as_str(),
+                limited.decision.as_str(),
+                limited.destination
+            ),
+            ("ipc.rate_limited", "defer", None)
+        );
+        let rejected = AuditEvent::new(
+            "family",
+            AuditKind::IpcRejected {
+                file: "messages-2.json".into(),
+                reason: IpcRejection::TooLarge,
+            },
+        )
+        .record("t");
+        assert_eq!(
+            rejected.detail.as_deref(),
+            Some("file is larger than 131072 bytes")
         );
     }
 }

@@ -296,7 +296,19 @@ pub enum IpcRejection {
     /// the file could not be read
     #[error("unreadable: {0}")]
     Unreadable(String),
+    /// the folder name is reserved for the host's own IPC directories
+    #[error("folder name {0:?} is reserved")]
+    ReservedFolder(String),
+    /// the host was stopped while applying the file; it is not retried (at most once)
+    #[error("interrupted while being processed")]
+    Interrupted,
+    /// the host could not apply the command (store or channel failure)
+    #[error("effect failed: {0}")]
+    EffectFailed(String),
 }
+
+/// Folder names that would collide with the host's own directories under the IPC root.
+pub const RESERVED_FOLDERS: &[&str] = &["errors"];
 
 /// Parses and validates one file from `<folder>/<kind>/`.
 pub fn parse_command(kind: IpcKind, bytes: &[u8]) -> Result<IpcCommand, IpcRejection> {
@@ -406,6 +418,9 @@ pub fn validate_task_file(file: TaskFile) -> Result<IpcCommand, IpcRejection> {
             meta("timestamp", timestamp.as_deref())?;
             // `main` passes here; whether this chat may take it is an authorization question (§12.13).
             validate_folder(&folder, true).map_err(IpcRejection::BadFolder)?;
+            if RESERVED_FOLDERS.contains(&folder.as_str()) {
+                return Err(IpcRejection::ReservedFolder(folder));
+            }
             IpcCommand::RegisterGroup {
                 jid: group_jid,
                 name,
@@ -488,32 +503,45 @@ fn jid(field: &'static str, value: &str) -> Result<(), IpcRejection> {
     }
 }
 
-/// A chat JID: `user@server`, user of `[A-Za-z0-9._:+=-]` (WhatsApp users, groups `123-456`, device
-/// suffixes `:12`), server a lowercase DNS-like name (`s.whatsapp.net`, `g.us`, `lid`, `local`).
+/// A chat JID in one of two shapes:
+/// - WhatsApp `user@server`: user of `[A-Za-z0-9._:+=-]` (users, groups `123-456`, device suffixes
+///   `:12`), server a lowercase DNS-like name (`s.whatsapp.net`, `g.us`, `lid`);
+/// - channel-prefixed `<channel>:<id>` (the local channel's `local:<name>`): channel `[a-z]{1,16}`,
+///   id `[A-Za-z0-9._-]`, no `@`.
 pub fn is_valid_jid(value: &str) -> bool {
     if value.is_empty() || value.len() > MAX_JID_BYTES {
         return false;
     }
-    let Some((user, server)) = value.split_once('@') else {
+    if let Some((user, server)) = value.split_once('@') {
+        let user_ok = !user.is_empty()
+            && user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:+=-".contains(&b));
+        let server_ok = !server.is_empty()
+            && !server.starts_with('.')
+            && !server.ends_with('.')
+            && !server.contains("..")
+            && server
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        return user_ok && server_ok;
+    }
+    let Some((channel, id)) = value.split_once(':') else {
         return false;
     };
-    let user_ok = !user.is_empty()
-        && user
+    (1..=16).contains(&channel.len())
+        && channel.bytes().all(|b| b.is_ascii_lowercase())
+        && !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:+=-".contains(&b));
-    let server_ok = !server.is_empty()
-        && !server.starts_with('.')
-        && !server.ends_with('.')
-        && !server.contains("..")
-        && server
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    user_ok && server_ok
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// A source directory name is a group's identity (contract §8.2); only valid folder names count.
 pub fn is_valid_source_dir(name: &str) -> bool {
-    validate_folder(name, true).is_ok()
+    validate_folder(name, true).is_ok() && !RESERVED_FOLDERS.contains(&name)
 }
 
 #[cfg(test)]
@@ -822,8 +850,21 @@ mod tests {
             "1555:12@s.whatsapp.net",
             "abc@lid",
             "status@broadcast",
+            "local:kitchen",
+            "tg:-100123",
         ] {
             assert!(is_valid_jid(good), "{good}");
+        }
+        for bad in [
+            "local:",
+            ":x",
+            "LOCAL:x",
+            "local:a/b",
+            "local:a b",
+            "local:..",
+            "verylongchannelname:x",
+        ] {
+            assert!(!is_valid_jid(bad), "{bad:?}");
         }
     }
 
@@ -851,6 +892,10 @@ mod tests {
                 "{bad:?}"
             );
         }
+        assert_eq!(
+            reg("errors").unwrap_err(),
+            IpcRejection::ReservedFolder("errors".into())
+        );
         assert!(reg("new-group").is_ok());
         assert!(reg("main").is_ok(), "main is decided by authorization");
     }
@@ -883,7 +928,15 @@ mod tests {
     fn source_dirs() {
         assert!(is_valid_source_dir("main"));
         assert!(is_valid_source_dir("family-chat"));
-        for bad in ["errors-x/..", ".processing", "..", "Main", "a b", ""] {
+        for bad in [
+            "errors",
+            "errors-x/..",
+            ".processing",
+            "..",
+            "Main",
+            "a b",
+            "",
+        ] {
             assert!(!is_valid_source_dir(bad), "{bad:?}");
         }
     }
