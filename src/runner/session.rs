@@ -166,7 +166,7 @@ impl Session {
         while (count > max_messages || bytes > max_bytes) && i < starts.len() {
             let next = starts[i];
             for m in &self.messages[cut..next] {
-                bytes -= message_bytes(m);
+                bytes = bytes.saturating_sub(message_bytes(m));
             }
             count -= next - cut;
             cut = next;
@@ -186,7 +186,7 @@ impl Session {
                     && content.len() > ELIDED.len()
                     && bytes > max_bytes
                 {
-                    bytes -= content.len() - ELIDED.len();
+                    bytes = bytes.saturating_sub(content.len() - ELIDED.len());
                     *content = ELIDED.to_string();
                 }
             }
