@@ -693,7 +693,6 @@ impl<E: IpcEffects> IpcWatcher<E> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn process_file(
         &mut self,
         folder: &str,
@@ -775,7 +774,17 @@ impl<E: IpcEffects> IpcWatcher<E> {
         let Some(state) = self.groups.get_mut(folder) else {
             return false;
         };
+        // Entries of files that vanished while settling would otherwise stay forever.
+        let now = Instant::now();
+        state
+            .settling
+            .retain(|_, until| now.saturating_duration_since(*until) < settle * 10);
         if state.settling.len() >= MAX_SETTLING && !state.settling.contains_key(name) {
+            return false;
+        }
+        // The grace starts at the first put-back and is not renewed: a writer that keeps a file open
+        // and cut short past it gets the file rejected.
+        if state.settling.get(name).is_some_and(|until| *until <= now) {
             return false;
         }
         let Some(proc_fd) = state.processing.clone() else {
@@ -786,9 +795,10 @@ impl<E: IpcEffects> IpcWatcher<E> {
         {
             return false;
         }
-        let until = Instant::now() + settle;
-        // The first put-back starts the grace; later ones do not extend it.
-        let until = *state.settling.entry(name.to_string()).or_insert(until);
+        let until = *state
+            .settling
+            .entry(name.to_string())
+            .or_insert(now + settle);
         state.recheck_at = Some(state.recheck_at.map_or(until, |t| t.min(until)));
         true
     }
