@@ -148,7 +148,7 @@ rm -rf "$STAGE"; mkdir -p "$STAGE"; chmod 0755 "$STAGE"
 BBX=$CACHE/busybox-$DEBARCH
 rm -rf "$BBX"; dpkg -x "$BB_DEB" "$BBX"
 install -d -m 0755 "$STAGE"/{bin,sbin,etc,usr,usr/bin,usr/sbin,home,home/node,home/node/.claude,proc,dev,sys}
-install -d -m 0755 "$STAGE"/workspace/{group,global,extra,project,ipc,ipc/messages,ipc/tasks,ipc/input}
+install -d -m 0755 "$STAGE"/workspace/{group,global,extra,project,project/groups,ipc,ipc/messages,ipc/tasks,ipc/input}
 install -d -m 1777 "$STAGE/tmp"
 install -m 0755 "$BBX/bin/busybox" "$STAGE/bin/busybox"
 install -m 0755 "$RUNNER" "$STAGE/usr/bin/nanoclaw-runner"
