@@ -1,12 +1,17 @@
-//! Schedule values (contract §6.1, §6.2, §6.12, fix §12.24): one parser shared by the IPC command
-//! validator and the scheduler, so a value the host accepted over IPC is always one the scheduler can run.
+//! Schedule values (contract §6.1, §6.2, §6.12, fix §12.24): the one parser shared by the IPC command
+//! validator and the scheduler, so a value the host accepted over IPC is always one the scheduler can run,
+//! with the same next run.
 //!
 //! - `cron`: 5 fields (or 6 with leading seconds), names, ranges, steps, lists and the macros the
-//!   original's cron library knew; evaluated in the configured zone; the next fire is strictly after now.
-//! - `interval`: positive milliseconds as plain decimal digits. The original took the leading integer of
-//!   any string (`"300000abc"`); we reject anything that is not all digits and log the reason.
-//! - `once`: RFC 3339 with an offset; ISO date-time without one (wall time in the configured zone); or a
-//!   bare date (UTC midnight, as JavaScript read it). Everything else is rejected.
+//!   original's cron library knew; day-of-month and day-of-week combine with OR when both are restricted,
+//!   Sunday is 0 or 7. Evaluated by `croner` in the configured zone; the next fire is strictly after now. A
+//!   fixed-time job whose wall time falls into a spring-forward gap runs at the first instant after the
+//!   gap, and one in a fall-back overlap runs once.
+//! - `interval`: milliseconds with JavaScript `parseInt` semantics, as the original (`"300000abc"` →
+//!   300000, `"3.5"` → 3); the result must be positive and at most [`MAX_INTERVAL_MS`].
+//! - `once`: RFC 3339 with `Z` or an offset (seconds optional); ISO date-time without one (wall time in
+//!   the configured zone, `T` or space separated); or a bare date (UTC midnight, as JavaScript read it).
+//!   Everything else is rejected rather than guessed at.
 
 use std::str::FromStr;
 
@@ -39,11 +44,13 @@ pub enum ScheduleError {
     /// the cron expression never fires after the given time
     #[error("cron expression {0:?} has no future occurrence")]
     CronNeverFires(String),
-    /// the interval is not a positive decimal number of milliseconds in range
-    #[error("invalid interval {0:?}: expected positive milliseconds as decimal digits")]
+    /// the interval does not start with a positive number of milliseconds in range
+    #[error("invalid interval {0:?}: expected a positive number of milliseconds")]
     BadInterval(String),
     /// the once value is not an accepted date-time
-    #[error("invalid once value {0:?}: expected RFC 3339, ISO local date-time or YYYY-MM-DD")]
+    #[error(
+        "invalid once value {0:?}: expected an ISO date-time with or without offset (e.g. 2026-02-01T15:30:00), or YYYY-MM-DD"
+    )]
     BadOnce(String),
 }
 
@@ -119,13 +126,24 @@ pub fn parse_cron(value: &str) -> Result<Cron, ScheduleError> {
     Ok(cron)
 }
 
-/// Parses an interval: decimal digits only, positive, at most [`MAX_INTERVAL_MS`].
+/// Parses an interval like JavaScript `parseInt(value, 10)`: optional leading whitespace and sign, then
+/// the digits up to the first non-digit. The result must be positive and at most [`MAX_INTERVAL_MS`].
 pub fn parse_interval(value: &str) -> Result<i64, ScheduleError> {
     let bad = || ScheduleError::BadInterval(truncate(value));
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+    let s = value.trim_start();
+    let (negative, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let end = digits
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    if end == 0 || negative {
         return Err(bad());
     }
-    let ms = i64::from_str(value).map_err(|_| bad())?;
+    let ms = i64::from_str(&digits[..end]).map_err(|_| bad())?;
     if ms <= 0 || ms > MAX_INTERVAL_MS {
         return Err(bad());
     }
@@ -135,16 +153,33 @@ pub fn parse_interval(value: &str) -> Result<i64, ScheduleError> {
 /// Parses a `once` value (see the module docs for the accepted forms).
 pub fn parse_once(value: &str) -> Result<OnceAt, ScheduleError> {
     let bad = || ScheduleError::BadOnce(truncate(value));
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+    let s = value.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(OnceAt::Instant(t.with_timezone(&Utc)));
     }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(value, format) {
+    // RFC 3339 wants seconds; JavaScript does not.
+    for format in ["%Y-%m-%dT%H:%M%:z", "%Y-%m-%dT%H:%M%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, format) {
+            return Ok(OnceAt::Instant(t.with_timezone(&Utc)));
+        }
+    }
+    if let Some(rest) = s.strip_suffix(['Z', 'z'])
+        && let Ok(naive) = NaiveDateTime::parse_from_str(rest, "%Y-%m-%dT%H:%M")
+    {
+        return Ok(OnceAt::Instant(Utc.from_utc_datetime(&naive)));
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(s, format) {
             return Ok(OnceAt::Local(naive));
         }
     }
-    if value.len() == 10
-        && let Ok(date) = NaiveDate::parse_from_str(value, "%Y-%m-%d")
+    if s.len() == 10
+        && let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
     {
         let midnight = date.and_hms_opt(0, 0, 0).ok_or_else(bad)?;
         return Ok(OnceAt::Instant(Utc.from_utc_datetime(&midnight)));
@@ -333,16 +368,11 @@ mod tests {
     #[test]
     fn interval_values() {
         assert_eq!(parse_interval("3600000"), Ok(3_600_000));
-        for bad in [
-            "0",
-            "-5",
-            "abc",
-            "300000abc",
-            "3.5",
-            " 5",
-            "",
-            "99999999999999999999",
-        ] {
+        // Leading-integer semantics (contract §6.1).
+        assert_eq!(parse_interval("300000abc"), Ok(300_000));
+        assert_eq!(parse_interval("3.5"), Ok(3));
+        assert_eq!(parse_interval(" 5"), Ok(5));
+        for bad in ["0", "-5", "abc", "", "99999999999999999999"] {
             assert!(parse_interval(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
@@ -404,10 +434,203 @@ mod tests {
     }
 
     #[test]
-    fn unknown_type_is_rejected() {
+    fn contract_12_24_unknown_schedule_type_is_rejected() {
         assert_eq!(
             parse_schedule("weekly", "x").unwrap_err(),
             ScheduleError::UnknownType("weekly".into())
+        );
+    }
+
+    // ---- moved from the scheduler's former copy of this module ----
+
+    fn next_cron(expr: &str, now: &str, tz: Tz) -> String {
+        first("cron", expr, now, tz)
+    }
+
+    #[test]
+    fn contract_6_1_cron_five_field_known_next_fire_times() {
+        let tz = Tz::UTC;
+        // Saturday 2026-01-03 → weekdays at 09:00 → Monday 2026-01-05.
+        assert_eq!(
+            next_cron("0 9 * * 1-5", "2026-01-03T12:00:00.000Z", tz),
+            "2026-01-05T09:00:00.000Z"
+        );
+        assert_eq!(
+            next_cron("*/15 * * * *", "2026-01-03T12:07:00.000Z", tz),
+            "2026-01-03T12:15:00.000Z"
+        );
+        // Strictly after now.
+        assert_eq!(
+            next_cron("0 12 * * *", "2026-01-03T12:00:00.000Z", tz),
+            "2026-01-04T12:00:00.000Z"
+        );
+        // Names and Sunday = 7 (2026-01-04 is a Sunday).
+        assert_eq!(
+            next_cron("0 8 * jan sun", "2026-01-03T00:00:00.000Z", tz),
+            "2026-01-04T08:00:00.000Z"
+        );
+        assert_eq!(
+            next_cron("0 8 * * 7", "2026-01-03T00:00:00.000Z", tz),
+            "2026-01-04T08:00:00.000Z"
+        );
+        // Day-of-month OR day-of-week when both are restricted: the 13th or any Friday (2026-01-09).
+        assert_eq!(
+            next_cron("0 0 13 * 5", "2026-01-03T00:00:00.000Z", tz),
+            "2026-01-09T00:00:00.000Z"
+        );
+        // Optional leading seconds field.
+        assert_eq!(
+            next_cron("30 0 9 * * *", "2026-01-03T12:00:00.000Z", tz),
+            "2026-01-04T09:00:30.000Z"
+        );
+        // Macros, including cron-parser's @weekdays.
+        assert_eq!(
+            next_cron("@daily", "2026-01-03T12:00:00.000Z", tz),
+            "2026-01-04T00:00:00.000Z"
+        );
+        assert_eq!(
+            next_cron("@hourly", "2026-01-03T12:00:00.000Z", tz),
+            "2026-01-03T13:00:00.000Z"
+        );
+        assert_eq!(
+            next_cron("@weekly", "2026-01-03T12:00:00.000Z", tz),
+            "2026-01-04T00:00:00.000Z"
+        );
+        assert_eq!(
+            next_cron("@weekdays", "2026-01-03T12:00:00.000Z", tz),
+            "2026-01-05T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn contract_6_1_cron_rejects_invalid_expressions() {
+        for bad in [
+            "",
+            "not cron",
+            "61 * * * *",
+            "* * * *",
+            "0 0 1 1 * 2026",
+            "0 25 * * *",
+        ] {
+            assert!(
+                matches!(parse_cron(bad), Err(ScheduleError::BadCron { .. })),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn contract_6_1_cron_is_evaluated_in_the_configured_zone_across_dst() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        // 09:00 local is 14:00Z in winter (EST) and 13:00Z after the 2026-03-08 spring-forward (EDT).
+        assert_eq!(
+            next_cron("0 9 * * *", "2026-03-07T15:00:00.000Z", ny),
+            "2026-03-08T13:00:00.000Z"
+        );
+        assert_eq!(
+            next_cron("0 9 * * *", "2026-03-06T15:00:00.000Z", ny),
+            "2026-03-07T14:00:00.000Z"
+        );
+        // 02:30 does not exist on 2026-03-08: the job runs at the first instant after the gap (03:00 EDT).
+        assert_eq!(
+            next_cron("30 2 * * *", "2026-03-08T05:00:00.000Z", ny),
+            "2026-03-08T07:00:00.000Z"
+        );
+        // 01:30 happens twice on 2026-11-01: the job runs once (the first, EDT) and next day at EST.
+        assert_eq!(
+            next_cron("30 1 * * *", "2026-11-01T04:00:00.000Z", ny),
+            "2026-11-01T05:30:00.000Z"
+        );
+        assert_eq!(
+            next_cron("30 1 * * *", "2026-11-01T05:30:00.000Z", ny),
+            "2026-11-02T06:30:00.000Z"
+        );
+        // Hourly jobs keep firing every real hour through the fall-back.
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        assert_eq!(
+            next_cron("0 * * * *", "2026-10-25T00:30:00.000Z", berlin),
+            "2026-10-25T01:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn contract_6_1_interval_uses_leading_integer_semantics() {
+        assert_eq!(parse_interval("300000"), Ok(300_000));
+        assert_eq!(parse_interval("300000abc"), Ok(300_000));
+        assert_eq!(parse_interval("3.5"), Ok(3));
+        assert_eq!(parse_interval("  42"), Ok(42));
+        assert_eq!(parse_interval("+7"), Ok(7));
+        for bad in ["0", "-5", "abc", "", " ", "99999999999999999999999"] {
+            assert!(parse_interval(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn contract_6_1_once_value_formats_and_zones() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let p = |v: &str| {
+            parse_once(v).map(|at| iso(at.resolve(berlin).expect("resolvable in Berlin")))
+        };
+        assert_eq!(
+            p("2026-02-01T15:30:00Z").unwrap(),
+            "2026-02-01T15:30:00.000Z"
+        );
+        assert_eq!(
+            p("2026-02-01T15:30:00.250+02:00").unwrap(),
+            "2026-02-01T13:30:00.250Z"
+        );
+        assert_eq!(p("2026-02-01T15:30Z").unwrap(), "2026-02-01T15:30:00.000Z");
+        // No offset: host-local wall time (CET = UTC+1 in February, CEST = UTC+2 in July).
+        assert_eq!(
+            p("2026-02-01T15:30:00").unwrap(),
+            "2026-02-01T14:30:00.000Z"
+        );
+        assert_eq!(p("2026-07-01T15:30").unwrap(), "2026-07-01T13:30:00.000Z");
+        assert_eq!(
+            p("2026-07-01 15:30:00").unwrap(),
+            "2026-07-01T13:30:00.000Z"
+        );
+        // Date only: UTC midnight, as JavaScript's Date does.
+        assert_eq!(p("2026-02-01").unwrap(), "2026-02-01T00:00:00.000Z");
+        // DST: a gap time moves forward by the gap; an overlap time takes the earlier instant.
+        assert_eq!(
+            p("2026-03-29T02:30:00").unwrap(),
+            "2026-03-29T01:30:00.000Z"
+        );
+        assert_eq!(
+            p("2026-10-25T02:30:00").unwrap(),
+            "2026-10-25T00:30:00.000Z"
+        );
+        for bad in [
+            "Feb 1, 2026 3:30 PM",
+            "tomorrow",
+            "",
+            "2026-13-01",
+            "1738423800000",
+        ] {
+            assert!(matches!(p(bad), Err(ScheduleError::BadOnce(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn contract_6_12_next_run_after_a_run() {
+        let tz = Tz::UTC;
+        let done = utc("2026-01-03T12:07:30.000Z");
+        let cron = parse_schedule("cron", "0 * * * *").unwrap();
+        assert_eq!(
+            iso(cron.after_run(done, tz).unwrap()),
+            "2026-01-03T13:00:00.000Z"
+        );
+        let interval = parse_schedule("interval", "60000").unwrap();
+        assert_eq!(
+            iso(interval.after_run(done, tz).unwrap()),
+            "2026-01-03T12:08:30.000Z"
+        );
+        let once = parse_schedule("once", "2026-01-03T12:00:00Z").unwrap();
+        assert_eq!(once.after_run(done, tz), None);
+        assert_eq!(
+            iso(once.first_run(done, tz).unwrap()),
+            "2026-01-03T12:00:00.000Z"
         );
     }
 }
