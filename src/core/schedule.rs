@@ -266,70 +266,202 @@ mod tests {
             .unwrap())
     }
 
-    #[test]
-    fn cron_next_fire_times() {
-        let ny = chrono_tz::America::New_York;
-        // 09:00 New York = 14:00 UTC in winter.
-        assert_eq!(
-            first("cron", "0 9 * * *", "2026-02-10T15:00:00Z", ny),
-            "2026-02-11T14:00:00.000Z"
-        );
-        // Strictly after now: exactly at a fire time gives the next one.
-        assert_eq!(
-            first("cron", "0 9 * * *", "2026-02-11T14:00:00Z", ny),
-            "2026-02-12T14:00:00.000Z"
-        );
-        // Sunday as 7 and as 0 and as a name.
-        for dow in ["7", "0", "sun"] {
+    /// `(expression, now, zone, expected next fire)`, each checked by [`first`].
+    fn check_cron(cases: &[(&str, &str, Tz, &str)]) {
+        for &(expr, now, tz, want) in cases {
             assert_eq!(
-                first(
-                    "cron",
-                    &format!("0 12 * * {dow}"),
-                    "2026-02-10T00:00:00Z",
-                    chrono_tz::UTC
-                ),
-                "2026-02-15T12:00:00.000Z",
-                "dow {dow}"
+                first("cron", expr, now, tz),
+                want,
+                "{expr:?} after {now} in {tz}"
             );
         }
-        // Day-of-month OR day-of-week (vixie semantics): the 13th or any Friday.
-        assert_eq!(
-            first("cron", "0 0 13 * 5", "2026-02-01T00:00:00Z", chrono_tz::UTC),
-            "2026-02-06T00:00:00.000Z"
-        );
-        // Optional seconds field and macros.
-        assert_eq!(
-            first(
-                "cron",
-                "30 0 9 * * *",
-                "2026-02-10T00:00:00Z",
-                chrono_tz::UTC
-            ),
-            "2026-02-10T09:00:30.000Z"
-        );
-        assert_eq!(
-            first("cron", "@daily", "2026-02-10T05:00:00Z", chrono_tz::UTC),
-            "2026-02-11T00:00:00.000Z"
-        );
-        // 2026-02-14 is a Saturday.
-        assert_eq!(
-            first("cron", "@weekdays", "2026-02-14T05:00:00Z", chrono_tz::UTC),
-            "2026-02-16T00:00:00.000Z"
-        );
-        assert_eq!(
-            first("cron", "@weekends", "2026-02-10T05:00:00Z", chrono_tz::UTC),
-            "2026-02-14T00:00:00.000Z"
-        );
     }
 
     #[test]
-    fn cron_across_dst_spring_forward() {
-        let ny = chrono_tz::America::New_York;
-        // 2026-03-08: 02:00 EST jumps to 03:00 EDT. 09:00 local is 14:00 UTC before, 13:00 UTC after.
-        assert_eq!(
-            first("cron", "0 9 * * *", "2026-03-07T15:00:00Z", ny),
-            "2026-03-08T13:00:00.000Z"
-        );
+    fn contract_6_1_cron_known_next_fire_times() {
+        let (utc_tz, ny) = (Tz::UTC, chrono_tz::America::New_York);
+        check_cron(&[
+            // 09:00 New York = 14:00 UTC in winter.
+            (
+                "0 9 * * *",
+                "2026-02-10T15:00:00Z",
+                ny,
+                "2026-02-11T14:00:00.000Z",
+            ),
+            // Strictly after now: exactly at a fire time gives the next one.
+            (
+                "0 9 * * *",
+                "2026-02-11T14:00:00Z",
+                ny,
+                "2026-02-12T14:00:00.000Z",
+            ),
+            (
+                "0 12 * * *",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-04T12:00:00.000Z",
+            ),
+            // Saturday 2026-01-03 → weekdays at 09:00 → Monday 2026-01-05.
+            (
+                "0 9 * * 1-5",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-05T09:00:00.000Z",
+            ),
+            (
+                "*/15 * * * *",
+                "2026-01-03T12:07:00Z",
+                utc_tz,
+                "2026-01-03T12:15:00.000Z",
+            ),
+            // Sunday as 7, as 0 and as a name; month names (2026-01-04 and 2026-02-15 are Sundays).
+            (
+                "0 12 * * 7",
+                "2026-02-10T00:00:00Z",
+                utc_tz,
+                "2026-02-15T12:00:00.000Z",
+            ),
+            (
+                "0 12 * * 0",
+                "2026-02-10T00:00:00Z",
+                utc_tz,
+                "2026-02-15T12:00:00.000Z",
+            ),
+            (
+                "0 12 * * sun",
+                "2026-02-10T00:00:00Z",
+                utc_tz,
+                "2026-02-15T12:00:00.000Z",
+            ),
+            (
+                "0 8 * * 7",
+                "2026-01-03T00:00:00Z",
+                utc_tz,
+                "2026-01-04T08:00:00.000Z",
+            ),
+            (
+                "0 8 * jan sun",
+                "2026-01-03T00:00:00Z",
+                utc_tz,
+                "2026-01-04T08:00:00.000Z",
+            ),
+            // Day-of-month OR day-of-week (vixie semantics): the 13th or any Friday.
+            (
+                "0 0 13 * 5",
+                "2026-02-01T00:00:00Z",
+                utc_tz,
+                "2026-02-06T00:00:00.000Z",
+            ),
+            (
+                "0 0 13 * 5",
+                "2026-01-03T00:00:00Z",
+                utc_tz,
+                "2026-01-09T00:00:00.000Z",
+            ),
+            // Optional leading seconds field.
+            (
+                "30 0 9 * * *",
+                "2026-02-10T00:00:00Z",
+                utc_tz,
+                "2026-02-10T09:00:30.000Z",
+            ),
+            (
+                "30 0 9 * * *",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-04T09:00:30.000Z",
+            ),
+            // Macros, including cron-parser's own (2026-02-14 is a Saturday).
+            (
+                "@daily",
+                "2026-02-10T05:00:00Z",
+                utc_tz,
+                "2026-02-11T00:00:00.000Z",
+            ),
+            (
+                "@daily",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-04T00:00:00.000Z",
+            ),
+            (
+                "@hourly",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-03T13:00:00.000Z",
+            ),
+            (
+                "@weekly",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-04T00:00:00.000Z",
+            ),
+            (
+                "@weekdays",
+                "2026-02-14T05:00:00Z",
+                utc_tz,
+                "2026-02-16T00:00:00.000Z",
+            ),
+            (
+                "@weekdays",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-05T00:00:00.000Z",
+            ),
+            (
+                "@weekends",
+                "2026-02-10T05:00:00Z",
+                utc_tz,
+                "2026-02-14T00:00:00.000Z",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn contract_6_1_cron_is_evaluated_in_the_configured_zone_across_dst() {
+        let (ny, berlin) = (chrono_tz::America::New_York, chrono_tz::Europe::Berlin);
+        check_cron(&[
+            // 09:00 local is 14:00Z in winter (EST), 13:00Z after the 2026-03-08 spring-forward (EDT).
+            (
+                "0 9 * * *",
+                "2026-03-06T15:00:00Z",
+                ny,
+                "2026-03-07T14:00:00.000Z",
+            ),
+            (
+                "0 9 * * *",
+                "2026-03-07T15:00:00Z",
+                ny,
+                "2026-03-08T13:00:00.000Z",
+            ),
+            // 02:30 does not exist on 2026-03-08: the job runs at the first instant after the gap.
+            (
+                "30 2 * * *",
+                "2026-03-08T05:00:00Z",
+                ny,
+                "2026-03-08T07:00:00.000Z",
+            ),
+            // 01:30 happens twice on 2026-11-01: the job runs once (the first, EDT), next day at EST.
+            (
+                "30 1 * * *",
+                "2026-11-01T04:00:00Z",
+                ny,
+                "2026-11-01T05:30:00.000Z",
+            ),
+            (
+                "30 1 * * *",
+                "2026-11-01T05:30:00Z",
+                ny,
+                "2026-11-02T06:30:00.000Z",
+            ),
+            // Hourly jobs keep firing every real hour through the fall-back.
+            (
+                "0 * * * *",
+                "2026-10-25T00:30:00Z",
+                berlin,
+                "2026-10-25T01:00:00.000Z",
+            ),
+        ]);
         let s = parse_schedule("cron", "0 9 * * *").unwrap();
         assert_eq!(
             iso(s.after_run(utc("2026-03-08T13:00:00Z"), ny).unwrap()),
@@ -338,23 +470,29 @@ mod tests {
     }
 
     #[test]
-    fn cron_rejections() {
+    fn contract_6_1_cron_rejects_invalid_expressions() {
         for bad in [
+            "",
             "not a cron",
+            "not cron",
             "* * *",
+            "* * * *",
             "61 * * * *",
+            "0 25 * * *",
             "* * * * * * *",
-            "0 0 30 2 *",
+            "0 0 1 1 * 2026",
             "@fortnightly",
         ] {
             assert!(
-                matches!(
-                    parse_schedule("cron", bad),
-                    Err(ScheduleError::BadCron { .. } | ScheduleError::CronNeverFires(_))
-                ),
-                "{bad:?} should be rejected"
+                matches!(parse_cron(bad), Err(ScheduleError::BadCron { .. })),
+                "{bad:?} should be rejected as unparsable"
             );
         }
+        // Parses, but February has no 30th.
+        assert_eq!(
+            parse_schedule("cron", "0 0 30 2 *").unwrap_err(),
+            ScheduleError::CronNeverFires("0 0 30 2 *".into())
+        );
         assert_eq!(
             parse_schedule("cron", "  ").unwrap_err(),
             ScheduleError::Empty
@@ -366,249 +504,74 @@ mod tests {
     }
 
     #[test]
-    fn interval_values() {
-        assert_eq!(parse_interval("3600000"), Ok(3_600_000));
-        // Leading-integer semantics (contract §6.1).
-        assert_eq!(parse_interval("300000abc"), Ok(300_000));
-        assert_eq!(parse_interval("3.5"), Ok(3));
-        assert_eq!(parse_interval(" 5"), Ok(5));
-        for bad in ["0", "-5", "abc", "", "99999999999999999999"] {
+    fn contract_6_1_interval_uses_leading_integer_semantics() {
+        for (value, ms) in [
+            ("3600000", 3_600_000),
+            ("300000", 300_000),
+            ("300000abc", 300_000),
+            ("3.5", 3),
+            (" 5", 5),
+            ("  42", 42),
+            ("+7", 7),
+        ] {
+            assert_eq!(parse_interval(value), Ok(ms), "{value:?}");
+        }
+        for bad in [
+            "0",
+            "-5",
+            "abc",
+            "",
+            " ",
+            "99999999999999999999",
+            "99999999999999999999999",
+        ] {
             assert!(parse_interval(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
-            first("interval", "60000", "2026-02-10T00:00:00Z", chrono_tz::UTC),
+            first("interval", "60000", "2026-02-10T00:00:00Z", Tz::UTC),
             "2026-02-10T00:01:00.000Z"
         );
     }
 
     #[test]
-    fn once_values() {
+    fn contract_6_1_once_value_formats_and_zones() {
         let berlin = chrono_tz::Europe::Berlin;
         let now = "2026-01-01T00:00:00Z";
-        assert_eq!(
-            first("once", "2026-02-01T15:30:00Z", now, berlin),
-            "2026-02-01T15:30:00.000Z"
-        );
-        assert_eq!(
-            first("once", "2026-02-01T15:30:00+02:00", now, berlin),
-            "2026-02-01T13:30:00.000Z"
-        );
-        // No offset: wall time in the zone (Berlin is UTC+1 in February).
-        assert_eq!(
-            first("once", "2026-02-01T15:30:00", now, berlin),
-            "2026-02-01T14:30:00.000Z"
-        );
-        assert_eq!(
-            first("once", "2026-02-01T15:30", now, berlin),
-            "2026-02-01T14:30:00.000Z"
-        );
-        // Bare date: UTC midnight, as the original.
-        assert_eq!(
-            first("once", "2026-02-01", now, berlin),
-            "2026-02-01T00:00:00.000Z"
-        );
-        // In the DST gap (02:30 does not exist on 2026-03-29 in Berlin): moved forward.
-        assert_eq!(
-            first("once", "2026-03-29T02:30:00", now, berlin),
-            "2026-03-29T01:30:00.000Z"
-        );
-        // Past values are kept: the task fires at once.
-        assert_eq!(
-            first("once", "2020-01-01T00:00:00Z", now, berlin),
-            "2020-01-01T00:00:00.000Z"
-        );
+        for (value, want) in [
+            ("2026-02-01T15:30:00Z", "2026-02-01T15:30:00.000Z"),
+            ("2026-02-01T15:30:00+02:00", "2026-02-01T13:30:00.000Z"),
+            ("2026-02-01T15:30:00.250+02:00", "2026-02-01T13:30:00.250Z"),
+            ("2026-02-01T15:30Z", "2026-02-01T15:30:00.000Z"),
+            // No offset: wall time in the zone (CET = UTC+1 in February, CEST = UTC+2 in July).
+            ("2026-02-01T15:30:00", "2026-02-01T14:30:00.000Z"),
+            ("2026-02-01T15:30", "2026-02-01T14:30:00.000Z"),
+            ("2026-07-01T15:30", "2026-07-01T13:30:00.000Z"),
+            ("2026-07-01 15:30:00", "2026-07-01T13:30:00.000Z"),
+            // Bare date: UTC midnight, as JavaScript's Date read it.
+            ("2026-02-01", "2026-02-01T00:00:00.000Z"),
+            // DST gap (02:30 does not exist on 2026-03-29 in Berlin): moved forward by the gap.
+            ("2026-03-29T02:30:00", "2026-03-29T01:30:00.000Z"),
+            // DST overlap (02:30 happens twice on 2026-10-25): the earlier instant.
+            ("2026-10-25T02:30:00", "2026-10-25T00:30:00.000Z"),
+            // Past values are kept: the task fires at once.
+            ("2020-01-01T00:00:00Z", "2020-01-01T00:00:00.000Z"),
+        ] {
+            assert_eq!(first("once", value, now, berlin), want, "{value:?}");
+        }
         for bad in [
             "not-a-date",
+            "tomorrow",
+            "",
             "Feb 1, 2026 3:30 PM",
             "2026-13-01",
             "2026-02-01T25:00:00",
             "1700000000000",
+            "1738423800000",
         ] {
             assert!(
                 matches!(parse_once(bad), Err(ScheduleError::BadOnce(_))),
                 "{bad:?}"
             );
-        }
-        let once = parse_schedule("once", "2026-02-01T00:00:00Z").unwrap();
-        assert_eq!(once.after_run(utc(now), berlin), None);
-    }
-
-    #[test]
-    fn contract_12_24_unknown_schedule_type_is_rejected() {
-        assert_eq!(
-            parse_schedule("weekly", "x").unwrap_err(),
-            ScheduleError::UnknownType("weekly".into())
-        );
-    }
-
-    // ---- moved from the scheduler's former copy of this module ----
-
-    fn next_cron(expr: &str, now: &str, tz: Tz) -> String {
-        first("cron", expr, now, tz)
-    }
-
-    #[test]
-    fn contract_6_1_cron_five_field_known_next_fire_times() {
-        let tz = Tz::UTC;
-        // Saturday 2026-01-03 → weekdays at 09:00 → Monday 2026-01-05.
-        assert_eq!(
-            next_cron("0 9 * * 1-5", "2026-01-03T12:00:00.000Z", tz),
-            "2026-01-05T09:00:00.000Z"
-        );
-        assert_eq!(
-            next_cron("*/15 * * * *", "2026-01-03T12:07:00.000Z", tz),
-            "2026-01-03T12:15:00.000Z"
-        );
-        // Strictly after now.
-        assert_eq!(
-            next_cron("0 12 * * *", "2026-01-03T12:00:00.000Z", tz),
-            "2026-01-04T12:00:00.000Z"
-        );
-        // Names and Sunday = 7 (2026-01-04 is a Sunday).
-        assert_eq!(
-            next_cron("0 8 * jan sun", "2026-01-03T00:00:00.000Z", tz),
-            "2026-01-04T08:00:00.000Z"
-        );
-        assert_eq!(
-            next_cron("0 8 * * 7", "2026-01-03T00:00:00.000Z", tz),
-            "2026-01-04T08:00:00.000Z"
-        );
-        // Day-of-month OR day-of-week when both are restricted: the 13th or any Friday (2026-01-09).
-        assert_eq!(
-            next_cron("0 0 13 * 5", "2026-01-03T00:00:00.000Z", tz),
-            "2026-01-09T00:00:00.000Z"
-        );
-        // Optional leading seconds field.
-        assert_eq!(
-            next_cron("30 0 9 * * *", "2026-01-03T12:00:00.000Z", tz),
-            "2026-01-04T09:00:30.000Z"
-        );
-        // Macros, including cron-parser's @weekdays.
-        assert_eq!(
-            next_cron("@daily", "2026-01-03T12:00:00.000Z", tz),
-            "2026-01-04T00:00:00.000Z"
-        );
-        assert_eq!(
-            next_cron("@hourly", "2026-01-03T12:00:00.000Z", tz),
-            "2026-01-03T13:00:00.000Z"
-        );
-        assert_eq!(
-            next_cron("@weekly", "2026-01-03T12:00:00.000Z", tz),
-            "2026-01-04T00:00:00.000Z"
-        );
-        assert_eq!(
-            next_cron("@weekdays", "2026-01-03T12:00:00.000Z", tz),
-            "2026-01-05T00:00:00.000Z"
-        );
-    }
-
-    #[test]
-    fn contract_6_1_cron_rejects_invalid_expressions() {
-        for bad in [
-            "",
-            "not cron",
-            "61 * * * *",
-            "* * * *",
-            "0 0 1 1 * 2026",
-            "0 25 * * *",
-        ] {
-            assert!(
-                matches!(parse_cron(bad), Err(ScheduleError::BadCron { .. })),
-                "{bad:?} should be refused"
-            );
-        }
-    }
-
-    #[test]
-    fn contract_6_1_cron_is_evaluated_in_the_configured_zone_across_dst() {
-        let ny: Tz = "America/New_York".parse().unwrap();
-        // 09:00 local is 14:00Z in winter (EST) and 13:00Z after the 2026-03-08 spring-forward (EDT).
-        assert_eq!(
-            next_cron("0 9 * * *", "2026-03-07T15:00:00.000Z", ny),
-            "2026-03-08T13:00:00.000Z"
-        );
-        assert_eq!(
-            next_cron("0 9 * * *", "2026-03-06T15:00:00.000Z", ny),
-            "2026-03-07T14:00:00.000Z"
-        );
-        // 02:30 does not exist on 2026-03-08: the job runs at the first instant after the gap (03:00 EDT).
-        assert_eq!(
-            next_cron("30 2 * * *", "2026-03-08T05:00:00.000Z", ny),
-            "2026-03-08T07:00:00.000Z"
-        );
-        // 01:30 happens twice on 2026-11-01: the job runs once (the first, EDT) and next day at EST.
-        assert_eq!(
-            next_cron("30 1 * * *", "2026-11-01T04:00:00.000Z", ny),
-            "2026-11-01T05:30:00.000Z"
-        );
-        assert_eq!(
-            next_cron("30 1 * * *", "2026-11-01T05:30:00.000Z", ny),
-            "2026-11-02T06:30:00.000Z"
-        );
-        // Hourly jobs keep firing every real hour through the fall-back.
-        let berlin: Tz = "Europe/Berlin".parse().unwrap();
-        assert_eq!(
-            next_cron("0 * * * *", "2026-10-25T00:30:00.000Z", berlin),
-            "2026-10-25T01:00:00.000Z"
-        );
-    }
-
-    #[test]
-    fn contract_6_1_interval_uses_leading_integer_semantics() {
-        assert_eq!(parse_interval("300000"), Ok(300_000));
-        assert_eq!(parse_interval("300000abc"), Ok(300_000));
-        assert_eq!(parse_interval("3.5"), Ok(3));
-        assert_eq!(parse_interval("  42"), Ok(42));
-        assert_eq!(parse_interval("+7"), Ok(7));
-        for bad in ["0", "-5", "abc", "", " ", "99999999999999999999999"] {
-            assert!(parse_interval(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn contract_6_1_once_value_formats_and_zones() {
-        let berlin: Tz = "Europe/Berlin".parse().unwrap();
-        let p = |v: &str| {
-            parse_once(v).map(|at| iso(at.resolve(berlin).expect("resolvable in Berlin")))
-        };
-        assert_eq!(
-            p("2026-02-01T15:30:00Z").unwrap(),
-            "2026-02-01T15:30:00.000Z"
-        );
-        assert_eq!(
-            p("2026-02-01T15:30:00.250+02:00").unwrap(),
-            "2026-02-01T13:30:00.250Z"
-        );
-        assert_eq!(p("2026-02-01T15:30Z").unwrap(), "2026-02-01T15:30:00.000Z");
-        // No offset: host-local wall time (CET = UTC+1 in February, CEST = UTC+2 in July).
-        assert_eq!(
-            p("2026-02-01T15:30:00").unwrap(),
-            "2026-02-01T14:30:00.000Z"
-        );
-        assert_eq!(p("2026-07-01T15:30").unwrap(), "2026-07-01T13:30:00.000Z");
-        assert_eq!(
-            p("2026-07-01 15:30:00").unwrap(),
-            "2026-07-01T13:30:00.000Z"
-        );
-        // Date only: UTC midnight, as JavaScript's Date does.
-        assert_eq!(p("2026-02-01").unwrap(), "2026-02-01T00:00:00.000Z");
-        // DST: a gap time moves forward by the gap; an overlap time takes the earlier instant.
-        assert_eq!(
-            p("2026-03-29T02:30:00").unwrap(),
-            "2026-03-29T01:30:00.000Z"
-        );
-        assert_eq!(
-            p("2026-10-25T02:30:00").unwrap(),
-            "2026-10-25T00:30:00.000Z"
-        );
-        for bad in [
-            "Feb 1, 2026 3:30 PM",
-            "tomorrow",
-            "",
-            "2026-13-01",
-            "1738423800000",
-        ] {
-            assert!(matches!(p(bad), Err(ScheduleError::BadOnce(_))), "{bad:?}");
         }
     }
 
@@ -631,6 +594,14 @@ mod tests {
         assert_eq!(
             iso(once.first_run(done, tz).unwrap()),
             "2026-01-03T12:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn contract_12_24_unknown_schedule_type_is_rejected() {
+        assert_eq!(
+            parse_schedule("weekly", "x").unwrap_err(),
+            ScheduleError::UnknownType("weekly".into())
         );
     }
 }
