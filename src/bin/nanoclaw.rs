@@ -105,6 +105,14 @@ enum BenchWhat {
         #[arg(long, default_value = "/usr/bin/crun")]
         crun: PathBuf,
     },
+    /// Runner cold start: process start to first request at a fake Messages API, and peak memory.
+    Runner {
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// The nanoclaw-runner binary (default: next to this executable).
+        #[arg(long)]
+        runner: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,6 +227,17 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             DbAction::Stats { db } => commands::db_stats(&commands::db_path(db, &cfg), &mut out),
         },
         Command::Doctor => commands::doctor(&cfg, &Probe::system(), &mut out),
+        Command::Bench {
+            what: BenchWhat::Runner { runs, runner },
+        } => {
+            use nanoclaw::runner::bench;
+            let path = runner.unwrap_or_else(bench::default_runner_path);
+            let report = bench::bench_runner(&path, runs.max(1))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            std::io::Write::write_fmt(&mut out, format_args!("{report}\n"))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
         Command::Egress {
             action:
                 EgressAction::Allow {
