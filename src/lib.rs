@@ -9,6 +9,7 @@
 //! - [`scheduler`]: cron/interval/once next-run computation and the event-driven due-task engine.
 //! - [`net`]: per-run network namespaces, the nftables egress table, the egress proxy and API gateway.
 //! - [`channel`]: chat transports behind one trait: the local Unix-socket channel (WhatsApp behind a feature).
+//! - [`sandbox`]: agent runs in OCI containers through youki's libcontainer, driven by a single-threaded helper.
 //! - [`host`]: the binary's edge: configuration, telemetry, `doctor` checks.
 //! - [`ipc`]: the runner's tool channel: IPC directory layout, snapshots, inotify watcher, authorization.
 //! - [`runner`]: the in-container agent loop of `nanoclaw-runner` (Messages API, tools, sessions).
@@ -22,5 +23,6 @@ pub mod ipc;
 pub mod net;
 pub mod queue;
 pub mod runner;
+pub mod sandbox;
 pub mod scheduler;
 pub mod store;

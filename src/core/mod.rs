@@ -6,6 +6,7 @@ pub mod cursor;
 pub mod format;
 pub mod ipc;
 pub mod ipc_auth;
+pub mod mount_policy;
 pub mod redact;
 pub mod route;
 pub mod schedule;
