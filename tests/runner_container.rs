@@ -17,16 +17,20 @@ use nanoclaw::sandbox::{
 };
 use serde_json::{Value, json};
 
-/// The image under test: `$NANOCLAW_RUNNER_IMAGE`, else what `runner-rootfs/build.sh` or
+/// The image under test: `$NANOCLAW_RUNNER_IMAGE`, else `target/runner-<arch>.squashfs` (built by
+/// `scripts/test.sh` before `cargo test`), else what `runner-rootfs/build.sh` or
 /// `check-reproducible.sh` left under `target/runner-rootfs/`.
 fn runner_image() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("NANOCLAW_RUNNER_IMAGE") {
         return Some(PathBuf::from(p));
     }
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/runner-rootfs");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let arch = std::env::consts::ARCH;
     [
-        base.join(format!("out/runner-{}.squashfs", std::env::consts::ARCH)),
-        base.join("repro/first.squashfs"),
+        // Where scripts/test.sh builds it for CI.
+        target.join(format!("runner-{arch}.squashfs")),
+        target.join(format!("runner-rootfs/out/runner-{arch}.squashfs")),
+        target.join("runner-rootfs/repro/first.squashfs"),
     ]
     .into_iter()
     .find(|p| p.is_file())
@@ -114,7 +118,7 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
     }
     let Some(image_path) = runner_image() else {
         eprintln!(
-            "skipping runner_container: no runner image; build it first with runner-rootfs/build.sh --arch {} --out target/runner-rootfs/out/runner-{}.squashfs",
+            "skipping runner_container: no runner image; build it first with runner-rootfs/build.sh --arch {} --out target/runner-{}.squashfs",
             std::env::consts::ARCH,
             std::env::consts::ARCH
         );

@@ -84,14 +84,6 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchWhat {
-    /// Runner cold start: process start to first request at a fake Messages API, and peak memory.
-    Runner {
-        #[arg(long, default_value_t = 30)]
-        runs: usize,
-        /// The nanoclaw-runner binary (default: next to this executable).
-        #[arg(long)]
-        runner: Option<PathBuf>,
-    },
     /// Queue throughput: groups x messages through the real actors with a scripted launcher.
     Queue {
         #[arg(long, default_value_t = 1000)]
@@ -112,6 +104,14 @@ enum BenchWhat {
         /// crun binary to compare with.
         #[arg(long, default_value = "/usr/bin/crun")]
         crun: PathBuf,
+    },
+    /// Runner cold start: process start to first request at a fake Messages API, and peak memory.
+    Runner {
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// The nanoclaw-runner binary (default: next to this executable).
+        #[arg(long)]
+        runner: Option<PathBuf>,
     },
 }
 
