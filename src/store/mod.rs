@@ -11,6 +11,7 @@ mod messages;
 pub mod migrations;
 mod state;
 mod tasks;
+pub mod torture;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
