@@ -15,12 +15,14 @@
 #    the guest reports over the serial console (NCQ-* markers) and into /data/ncq on the data
 #    partition, which the host reads back with debugfs;
 # 5. never hangs: a guest silent for NCQ_SILENCE_TIMEOUT or running past NCQ_BOOT_TIMEOUT is killed
-#    and reported with its last console lines; each guest phase has NCQ_PHASE_TIMEOUT.
+#    and reported with its last console lines; each guest phase has NCQ_PHASE_TIMEOUT; boots that
+#    would start after NCQ_TOTAL_TIMEOUT are not started (their phases fail as "not run").
 #
 # Environment (all optional):
 #   NCQ_KERNEL=Image  NCQ_MODULES=DIR|none  NCQ_INITRD=file  NCQ_DISK=img  NCQ_NANOCLAW=aarch64-binary
 #   NCQ_RUNNER_IMAGE=squashfs  NCQ_SCENARIOS="doctor power-cut"  NCQ_WORK=dir (target/qemu-tests)
-#   NCQ_BOOT_TIMEOUT=300  NCQ_SILENCE_TIMEOUT=120  NCQ_PHASE_TIMEOUT=150  NCQ_CPU=cortex-a72
+#   NCQ_BOOT_TIMEOUT=600  NCQ_SILENCE_TIMEOUT=60  NCQ_PHASE_TIMEOUT=120  NCQ_TOTAL_TIMEOUT=1200
+#   NCQ_CPU=cortex-a72
 #   NCQ_SMP=2  NCQ_MEM=1024  NCQ_CUT=quit|system_reset  NCQ_CUT_AFTER_ACKS=150  NCQ_APPEND="..."
 #   NCQ_PROFILE=release  NCQ_LAYOUT=packaging/layout.toml  NCQ_SELFTEST=hang-host|silent-guest
 set -euo pipefail
@@ -28,9 +30,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 CACHE=${NANOCLAW_CACHE:-$ROOT/.cache}
 W=${NCQ_WORK:-$ROOT/target/qemu-tests}
-BOOT_TIMEOUT=${NCQ_BOOT_TIMEOUT:-300}
-SILENCE_TIMEOUT=${NCQ_SILENCE_TIMEOUT:-120}
-PHASE_TIMEOUT=${NCQ_PHASE_TIMEOUT:-150}
+BOOT_TIMEOUT=${NCQ_BOOT_TIMEOUT:-600}
+SILENCE_TIMEOUT=${NCQ_SILENCE_TIMEOUT:-60}
+PHASE_TIMEOUT=${NCQ_PHASE_TIMEOUT:-120}
+TOTAL_TIMEOUT=${NCQ_TOTAL_TIMEOUT:-1200}
 CUT=${NCQ_CUT:-quit}
 CUT_AFTER_ACKS=${NCQ_CUT_AFTER_ACKS:-150}
 SELFTEST=${NCQ_SELFTEST:-}
@@ -294,6 +297,8 @@ mkfifo_fresh() { rm -f "$1"; mkfifo "$1"; }
 
 for b in $(seq 1 "$NBOOTS"); do
   phases=$(echo "${BOOT_PHASES[$b]}" | xargs)
+  [ -n "$STOP_REASON" ] || [ "$SECONDS" -lt "$TOTAL_TIMEOUT" ] ||
+    STOP_REASON="suite time limit NCQ_TOTAL_TIMEOUT=${TOTAL_TIMEOUT}s reached before boot $b"
   if [ -n "$STOP_REASON" ]; then
     for ph in $phases; do RES[$ph]=FAIL; RES_DETAIL[$ph]="not run: $STOP_REASON"; done
     continue
@@ -350,15 +355,15 @@ EOF
     if [ $((SECONDS - last_change)) -ge "$SILENCE_TIMEOUT" ]; then
       kill -9 "$qpid" 2>/dev/null; end="guest silent for ${SILENCE_TIMEOUT}s (killed)"; break
     fi
-    if [ $((SECONDS - start)) -ge "$BOOT_TIMEOUT" ]; then
-      kill -9 "$qpid" 2>/dev/null; end="boot timeout: still running after ${BOOT_TIMEOUT}s (killed)"; break
+    if [ $((SECONDS - start)) -ge "$BOOT_TIMEOUT" ] || [ "$SECONDS" -ge $((TOTAL_TIMEOUT + 60)) ]; then
+      kill -9 "$qpid" 2>/dev/null; end="still running after $((SECONDS - start))s: boot limit NCQ_BOOT_TIMEOUT=${BOOT_TIMEOUT}s or suite limit reached (killed)"; break
     fi
   done
   qrc=0; wait "$qpid" 2>/dev/null || qrc=$?
   kill "$drain" 2>/dev/null || true; wait "$drain" 2>/dev/null || true
   took=$(el "$qt"); QEMU_S=$(awk -v a="$QEMU_S" -v b="$took" 'BEGIN{print a + b}')
   tr -d '\r' < "$LOG" > "$LOG.txt"
-  grep -E '^NCQ-(STEP|RESULT|FATAL|DONE)' "$LOG.txt" | sed 's/^/  /' >&2 || true
+  grep -E '^NCQ-(STEP|RESULT|FATAL|DONE|LOG)' "$LOG.txt" | sed 's/^/  /' >&2 || true
   fatal=$(grep -m1 '^NCQ-FATAL' "$LOG.txt" || true)
   done_line=$(grep -m1 '^NCQ-DONE' "$LOG.txt" || true)
   if [ -z "$end" ]; then
@@ -396,7 +401,7 @@ EOF
   done
   if [ "$end" != done ] && [ $cut_sent = 0 ]; then
     echo "---- boot $b: last console lines ($LOG.txt)" >&2
-    grep -v '^NCQ-ACK' "$LOG.txt" | tail -25 | sed 's/^/  | /' >&2
+    grep -vE '^NCQ-(ACK|ALIVE)' "$LOG.txt" | tail -25 | sed 's/^/  | /' >&2
     STOP_REASON="boot $b failed ($end)"
   fi
 done

@@ -44,6 +44,7 @@ run_phase() {
   fn="$(echo "$s" | tr '-' '_')_$(echo "$p" | tr '-' '_')"
   log=$NCQ/log/$s-$p.log
   t0=$(up)
+  echo "NCQ-PHASE $s $p start"
   if [ ! -f "$NCQ/guest/scenarios/$s.sh" ]; then
     result "$s" "$p" FAIL "no guest/scenarios/$s.sh"; return
   fi
@@ -56,7 +57,7 @@ run_phase() {
     result "$s" "$p" PASS "${d:-ok} (${took}s)"
   else
     # busybox timeout kills with TERM: 143
-    [ $rc = 143 ] && d="timed out after ${PHASE_TIMEOUT}s (no answer); ${d:-}"
+    [ $rc = 143 ] && d="timed out after ${PHASE_TIMEOUT}s (no answer)${d:+; $d}"
     result "$s" "$p" FAIL "rc=$rc ${d:-} (${took}s)"
     tail -15 "$log" | sed "s/^/NCQ-LOG $s-$p: /"
   fi

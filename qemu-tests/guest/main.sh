@@ -8,6 +8,8 @@
 #   NCQ-ACK <scenario> <id>                       an id the store acknowledged (power-cut bookkeeping)
 #   NCQ-CUT-ARMED <scenario> <n>                  host: pull the power after <n> more acks
 #   NCQ-LOG <text>                                phase output worth keeping in the CI log
+#   NCQ-PHASE <scenario> <phase> start            a phase begins (so a hang names its phase)
+#   NCQ-ALIVE <uptime>                            heartbeat every 10 s: silence means a dead guest
 #   NCQ-DONE boot=<n> pass=<p> fail=<f>           then poweroff
 NCQ=/run/ncq
 /run/ncq/bin/busybox --install -s "$NCQ/bin"
@@ -40,10 +42,18 @@ else echo "NCQ-STEP system-modules FAIL not loaded:$missing"; fi
 ip link set lo up 2>/dev/null
 mkdir -p /data/ncq "$NCQ/log" "$NCQ/out"
 
+# Heartbeat: the host's silence watchdog then catches a dead guest, not a slow phase (phases have
+# their own PHASE_TIMEOUT).
+( while sleep 10; do echo "NCQ-ALIVE $(up)"; done ) &
+HEARTBEAT=$!
+
 for ph in $PHASES; do
   run_phase "${ph%%:*}" "${ph#*:}"
 done
 
+kill $HEARTBEAT 2>/dev/null
+# As at shutdown: end what the phases left behind (a hung process may hold /data open).
+kill -9 -1 2>/dev/null; sleep 0.2
 echo "pass=$PASS fail=$FAIL" >> "$RESULTS"
 sync
 umount /data 2>/dev/null || { sleep 1; sync; umount /data 2>/dev/null; } || echo "NCQ-LOG umount /data failed: $(grep ' /data ' /proc/mounts)"
