@@ -73,6 +73,8 @@ if [ "$SELFTEST" = hang-host ]; then
   printf '#!/bin/sh\n# qemu-tests self-test: a nanoclaw that never answers\nexec sleep 2147483647\n' > "$NANOCLAW_BIN"
   chmod 755 "$NANOCLAW_BIN"
   log "self-test hang-host: nanoclaw replaced by a program that never answers"
+elif [ -n "${NCQ_DISK:-}" ]; then
+  log "NCQ_DISK: nanoclaw and the runner image come from that disk's root filesystem"
 elif [ -n "${NCQ_NANOCLAW:-}" ]; then
   [ -f "$NCQ_NANOCLAW" ] || die "NCQ_NANOCLAW=$NCQ_NANOCLAW does not exist"
   NANOCLAW_BIN=$NCQ_NANOCLAW
@@ -87,7 +89,9 @@ fi
 CROSS_S=$(el "$STAGE_T"); STAGE_T=$EPOCHREALTIME
 
 RUNNER_IMAGE=""
-if [ -n "${NCQ_RUNNER_IMAGE:-}" ]; then
+if [ -n "${NCQ_DISK:-}" ]; then
+  :
+elif [ -n "${NCQ_RUNNER_IMAGE:-}" ]; then
   [ -f "$NCQ_RUNNER_IMAGE" ] || die "NCQ_RUNNER_IMAGE=$NCQ_RUNNER_IMAGE does not exist"
   RUNNER_IMAGE=$NCQ_RUNNER_IMAGE
 elif [ -x "$ROOT/runner-rootfs/build.sh" ]; then
@@ -286,7 +290,8 @@ while IFS= read -r line; do
   done
 done < "$HERE/scenarios.conf"
 [ "$NBOOTS" -gt 0 ] || die "no scenario selected (NCQ_SCENARIOS=${NCQ_SCENARIOS:-})"
-for b in $(seq 1 "$NBOOTS"); do [ -n "${BOOT_PHASES[$b]:-}" ] || BOOT_PHASES[$b]=""; done
+# Boots with nothing to run (their scenarios not selected) are skipped; the data disk carries over.
+BOOTS=(); for b in $(seq 1 "$NBOOTS"); do [ -z "${BOOT_PHASES[$b]:-}" ] || BOOTS+=("$b"); done
 
 # ------------------------------------------------------------------ 5. boots
 QEMU_S=0
@@ -295,7 +300,7 @@ APPEND="console=ttyAMA0 panic=-1 quiet ncq.root=$ROOT_PART ncq.data=$DATA_PART $
 [ "$SELFTEST" = silent-guest ] && APPEND="$APPEND ncq.selftest=silent-initramfs"
 mkfifo_fresh() { rm -f "$1"; mkfifo "$1"; }
 
-for b in $(seq 1 "$NBOOTS"); do
+for b in "${BOOTS[@]}"; do
   phases=$(echo "${BOOT_PHASES[$b]}" | xargs)
   [ -n "$STOP_REASON" ] || [ "$SECONDS" -lt "$TOTAL_TIMEOUT" ] ||
     STOP_REASON="suite time limit NCQ_TOTAL_TIMEOUT=${TOTAL_TIMEOUT}s reached before boot $b"
@@ -318,7 +323,7 @@ EOF
   tar -cf "$W/ctl-$b.tar" --owner=0 --group=0 -C "$C" .
   LOG=$W/console-$b.log; : > "$LOG"
   mkfifo_fresh "$W/mon.in"; mkfifo_fresh "$W/mon.out"
-  log "boot $b/$NBOOTS: ${phases:-(no phases)}"
+  log "boot $b of ${#BOOTS[@]}: $phases"
   qt=$EPOCHREALTIME
   qemu-system-aarch64 -M virt -cpu "${NCQ_CPU:-cortex-a72}" -smp "${NCQ_SMP:-2}" -m "${NCQ_MEM:-1024}" \
     -display none -monitor pipe:"$W/mon" -serial file:"$LOG" -no-reboot -nic none \
@@ -413,7 +418,10 @@ for sc in "${SC_ORDER[@]}"; do
   st=${SC_STATUS[$sc]}
   if [ "${SC_SELECTED[$sc]}" = 0 ] || [ -z "$(echo "${SC_PHASES[$sc]}" | xargs)" ]; then
     noff=$((noff + 1))
-    printf '  SKIP     %-13s %s\n' "$sc" "${SC_REASON[$sc]:-not selected (NCQ_SCENARIOS)}"
+    if [ "$st" = off ]; then why=${SC_REASON[$sc]:-off in scenarios.conf}
+    elif [ "${SC_SELECTED[$sc]}" = 0 ]; then why="not selected (NCQ_SCENARIOS)"
+    else why="no phases yet${SC_REASON[$sc]:+: ${SC_REASON[$sc]}}"; fi
+    printf '  SKIP     %-13s %s\n' "$sc" "$why"
     continue
   fi
   verdict=PASS; why=""
@@ -432,6 +440,6 @@ for sc in "${SC_ORDER[@]}"; do
     nfail=$((nfail + 1)); printf '  FAIL     %-13s %s\n' "$sc" "$why"
   fi
 done
-echo "qemu-tests: $npass passed, $nfail failed, $npend pending, $noff skipped; $NBOOTS boots;" \
+echo "qemu-tests: $npass passed, $nfail failed, $npend pending, $noff skipped; ${#BOOTS[@]} boots;" \
   "total $(el "$T0")s (cross build ${CROSS_S}s, images ${IMAGES_S}s, qemu ${QEMU_S}s)"
 [ $nfail = 0 ] || exit 1

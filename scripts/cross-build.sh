@@ -28,9 +28,11 @@ done
 case $ARCH in
   aarch64|arm64) TARGET=aarch64-unknown-linux-musl; CLANG_TARGET=aarch64-linux-musl; MUSL_DEB=musl-dev; MUSL_INC=aarch64-linux-musl ;;
   armv7|armhf)
-    # rustup ships no rust-std for this target on stable (download 404s): it would need nightly
-    # -Zbuild-std, which is not a route we can pin. Fail with the reason rather than half-work.
-    die "armv7-unknown-linux-musleabihf: no prebuilt rust-std on stable (rustup target add fails); needs nightly -Zbuild-std. Use cargo-zigbuild on nightly or cross (Cross.toml), see docs/cross.md" ;;
+    # Measured on our CI machines: `rustup target add armv7-unknown-linux-musleabihf` fails (the
+    # rust-std download is not served by the mirror they reach), so this route cannot build armv7
+    # there, and an untested armv7 path is not offered. Where rustup can install that target, use
+    # cargo-zigbuild or cross (Cross.toml): docs/cross.md.
+    die "armv7: rust-std for armv7-unknown-linux-musleabihf is not installable here (rustup target add fails); use cargo-zigbuild or cross where it is, see docs/cross.md" ;;
   *) die "usage: cross-build.sh aarch64 [--profile P] [--bin NAME]..." ;;
 esac
 
