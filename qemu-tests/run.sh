@@ -67,6 +67,7 @@ STAGE_T=$EPOCHREALTIME
 
 # ------------------------------------------------------------------ 1. binaries + runner image
 NANOCLAW_BIN=""
+RUNNER_BIN=""
 if [ "$SELFTEST" = hang-host ]; then
   # Self-test: a "host" that never answers. The suite must fail with a clear reason, in time.
   NANOCLAW_BIN=$W/selftest-hang-host
@@ -84,6 +85,7 @@ else
     die "cross build failed"
   echo "$out" | sed 's/^/  /' >&2
   NANOCLAW_BIN=$(echo "$out" | awk -F'\t' '$1 ~ /\/nanoclaw$/ {print $1}')
+  RUNNER_BIN=$(echo "$out" | awk -F'\t' '$1 ~ /\/nanoclaw-runner$/ {print $1}')
   [ -f "$NANOCLAW_BIN" ] || die "cross build produced no nanoclaw"
 fi
 CROSS_S=$(el "$STAGE_T"); STAGE_T=$EPOCHREALTIME
@@ -96,7 +98,9 @@ elif [ -n "${NCQ_RUNNER_IMAGE:-}" ]; then
   RUNNER_IMAGE=$NCQ_RUNNER_IMAGE
 elif [ -x "$ROOT/runner-rootfs/build.sh" ]; then
   log "building the runner image (runner-rootfs/build.sh --arch aarch64)"
-  "$ROOT/runner-rootfs/build.sh" --arch aarch64 --out "$W/runner.squashfs" >&2 || die "runner-rootfs/build.sh failed"
+  # The runner built above goes in (one cargo build for both binaries); else build.sh builds it.
+  "$ROOT/runner-rootfs/build.sh" --arch aarch64 --out "$W/runner.squashfs" ${RUNNER_BIN:+--runner "$RUNNER_BIN"} >&2 ||
+    die "runner-rootfs/build.sh failed"
   RUNNER_IMAGE=$W/runner.squashfs
 else
   log "runner image: runner-rootfs/build.sh is not in this tree yet (branch runner); the guest has none"

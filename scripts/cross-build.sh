@@ -62,6 +62,9 @@ export "CARGO_TARGET_${T}_LINKER=rust-lld"
 export "CC_${TARGET//-/_}=$CC_WRAP" "AR_${TARGET//-/_}=$LLVM_AR"
 # Stripped at link time by rustc, so no target strip tool is needed whatever the profile says.
 export "CARGO_PROFILE_${PROFILE^^}_STRIP=symbols"
+# No checkout or cargo-home paths in the binaries (panic locations): the same flags as
+# runner-rootfs/build.sh, so the two scripts share one set of compiled dependencies.
+export "CARGO_TARGET_${T}_RUSTFLAGS=--remap-path-prefix=$ROOT=/nanoclaw --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
 
 # Every binary of the package unless --bin was given: nanoclaw, and nanoclaw-runner once it exists.
 ALL_BINS=$(cargo metadata --no-deps --format-version 1 --manifest-path "$ROOT/Cargo.toml" |
