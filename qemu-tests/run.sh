@@ -236,14 +236,14 @@ EOF
 
   # Partition table from the layout: aligned starts, sizes as given, GPT names = layout names.
   start=$ALIGN_S; table="label: gpt"$'\n'
-  while read -r name fstype size gpt_type mnt label content; do
+  while read -r name _ size gpt_type _; do
     P_START[$name]=$start; P_SIZE[$name]=$((size * 2048))
     table+="start=$start, size=$((size * 2048)), type=$gpt_type, name=\"$name\""$'\n'
     start=$(( (start + size * 2048 + ALIGN_S - 1) / ALIGN_S * ALIGN_S ))
   done < <(echo "$PARTS" | tail -n +2)
   rm -f "$DISK"; truncate -s $(( (start + 2048) * 512 )) "$DISK"
   echo "$table" | sfdisk -q "$DISK" >/dev/null || die "sfdisk failed on the layout"
-  while read -r name fstype size gpt_type mnt label content; do
+  while read -r name fstype size _ _ label _; do
     off=$(( P_START[$name] * 512 ))
     lbl=(); [ "$label" = - ] || lbl=(-L "$label")
     if [ "$name" = "$ROOT_PART" ]; then
@@ -377,7 +377,7 @@ EOF
   done_line=$(grep -m1 '^NCQ-DONE' "$LOG.txt" || true)
   if [ -z "$end" ]; then
     if [ -n "$fatal" ]; then end="guest init failed: ${fatal#NCQ-FATAL }"
-    elif [ -n "$done_line" ]; then end=done
+    elif [ -n "$done_line" ]; then end="done"
     else end="guest stopped without finishing (qemu rc=$qrc; kernel panic or crash?)"; fi
   fi
   log "  boot $b ended after ${took}s: $end"
@@ -389,7 +389,7 @@ EOF
   done
   # Second result channel: the data partition (only complete after a clean shutdown).
   disk_results=""
-  if [ "$end" = done ]; then
+  if [ "$end" = "done" ]; then
     disk_results=$(debugfs -R "cat /ncq/results-boot$b.txt" "$DISK?offset=$DATA_OFF" 2>/dev/null | grep '^NCQ-RESULT' || true)
     n_con=$(grep -c '^NCQ-RESULT' "$LOG.txt" || true); n_disk=$(echo -n "$disk_results" | grep -c '^NCQ-RESULT' || true)
     [ "$n_con" = "$n_disk" ] || log "  warning: console has $n_con results, the data partition $n_disk"
@@ -408,7 +408,7 @@ EOF
       RES[$ph]=FAIL; RES_DETAIL[$ph]="no result: $end"
     fi
   done
-  if [ "$end" != done ] && [ $cut_sent = 0 ]; then
+  if [ "$end" != "done" ] && [ $cut_sent = 0 ]; then
     echo "---- boot $b: last console lines ($LOG.txt)" >&2
     grep -vE '^NCQ-(ACK|ALIVE)' "$LOG.txt" | tail -25 | sed 's/^/  | /' >&2
     STOP_REASON="boot $b failed ($end)"

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # Helpers for guest scenarios (sourced by main.sh and by every phase).
 #
 # A scenario is qemu-tests/guest/scenarios/<name>.sh defining one shell function per phase,

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # PID 1 of the QEMU guest after switch_root (run by the busybox in the control archive, so it works
 # on any root filesystem). Mounts cgroup2, loads the system modules, runs this boot's phases from
 # /run/ncq/plan.env, reports each on the serial console, and powers off.

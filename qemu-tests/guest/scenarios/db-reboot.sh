@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # db-reboot: messages written through the store to the database on the data partition (the
 # configured data_dir) survive a clean reboot, every acknowledged one, and nothing else appears.
 DB=/data/nanoclaw/nanoclaw.db

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # doctor: `nanoclaw doctor` on the guest, each check compared with qemu-tests/expect/doctor.conf
 # ("pass" checks must be ok; "pending" checks may fail until their component exists; checks the
 # file does not list must pass).
@@ -7,7 +8,7 @@ doctor_run() {
   rc=$?
   log_file "$out"
   bad="" pending_fail="" pending_ok="" n=0
-  while IFS='|' read -r name want reason; do
+  while IFS='|' read -r name want _; do
     name=$(echo "$name" | sed 's/^ *//; s/ *$//'); want=$(echo "$want" | tr -d ' ')
     case $name in ''|'#'*) continue ;; esac
     n=$((n + 1))

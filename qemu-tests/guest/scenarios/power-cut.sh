@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # power-cut: the host pulls the power (qemu monitor `quit`, or `system_reset` with NCQ_CUT) while
 # messages are being committed; on the next boot the database must open, pass integrity_check,
 # and hold every message whose commit was acknowledged on the console before the cut.

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # runner-image: the read-only runner image configured as runs.image mounts (loop, read-only) and
 # holds nanoclaw-runner.
 IMG=/usr/share/nanoclaw/runner.squashfs
