@@ -127,3 +127,61 @@ mod tests {
         assert_eq!(back, orig);
     }
 }
+
+/// A line a local-channel client sends (JSON lines over the Unix socket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum LocalClientLine {
+    /// `{"op":"history","chat":"local:main","limit":20}`: recent messages of a chat.
+    History {
+        op: LocalOp,
+        chat: String,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// `{"chat":"local:<name>","sender":"…","sender_name":"…","text":"…"}`: a message.
+    Message {
+        chat: String,
+        #[serde(default)]
+        sender: Option<String>,
+        #[serde(default)]
+        sender_name: Option<String>,
+        text: String,
+    },
+}
+
+/// Operations other than sending a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalOp {
+    History,
+}
+
+/// A line the host sends to local-channel clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LocalServerLine {
+    /// A reply: `{"chat":"…","from":"Andy","text":"…"}`.
+    Reply {
+        chat: String,
+        from: String,
+        text: String,
+    },
+    /// Typing state: `{"chat":"…","typing":true}`.
+    Typing { chat: String, typing: bool },
+    /// Recent messages, oldest first.
+    History {
+        chat: String,
+        history: Vec<LocalHistoryEntry>,
+    },
+    /// The client's line was refused; nothing else happened.
+    Error { error: String },
+}
+
+/// One entry of a history answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalHistoryEntry {
+    pub sender_name: String,
+    pub text: String,
+    pub time: String,
+}
