@@ -177,22 +177,23 @@ fi
 
 # ------------------------------------------------------------------ 3b. system disk (packaging/layout.toml)
 LAYOUT=${NCQ_LAYOUT:-$ROOT/packaging/layout.toml}
-if [ ! -f "$LAYOUT" ]; then
-  [ -z "${NCQ_LAYOUT:-}" ] || die "NCQ_LAYOUT=$LAYOUT does not exist"
-  LAYOUT=$HERE/layout-fallback.toml
-  log "packaging/layout.toml is not in this tree yet: using qemu-tests/layout-fallback.toml (its copy)"
-fi
-# name fstype size_mib gpt_type mountpoint label content, one partition a line; first line: align_kib
+[ -f "$LAYOUT" ] || die "layout $LAYOUT does not exist"
+# First line: align_kib, the qemu board's table type, the data mount options; then one partition a
+# line: name fstype size_mib gpt_type mountpoint label
 PARTS=$(python3 - "$LAYOUT" <<'EOF'
 import sys, tomllib
 d = tomllib.load(open(sys.argv[1], "rb"))
-print(d.get("align_kib", 1024))
+data = [p for p in d["partition"] if p.get("mountpoint") == "/data"]
+print(d.get("align_kib", 1024), d.get("board", {}).get("qemu_aarch64_virt", {}).get("table", "gpt"),
+      (data[0].get("mount_options") if data else None) or "defaults")
 for p in d["partition"]:
     print(p["name"], p["fstype"], p["size_mib"], p.get("gpt_type", "linux"), p.get("mountpoint") or "-",
-          p.get("label") or "-", p.get("content", "-"))
+          p.get("label") or "-")
 EOF
 ) || die "cannot read $LAYOUT"
-ALIGN_S=$(( $(echo "$PARTS" | head -1) * 2 ))
+read -r ALIGN_KIB TABLE DATA_OPTS <<<"$(echo "$PARTS" | head -1)"
+[ "$TABLE" = gpt ] || die "$LAYOUT: board qemu_aarch64_virt has table=$TABLE; the guest finds partitions by GPT name"
+ALIGN_S=$(( ALIGN_KIB * 2 ))
 ROOT_PART=$(echo "$PARTS" | awk 'NR > 1 && $5 == "/" {print $1; exit}')
 DATA_PART=$(echo "$PARTS" | awk 'NR > 1 && $5 == "/data" {print $1; exit}')
 [ -n "$ROOT_PART" ] && [ -n "$DATA_PART" ] || die "$LAYOUT needs partitions mounted at / and /data"
@@ -243,7 +244,7 @@ EOF
   done < <(echo "$PARTS" | tail -n +2)
   rm -f "$DISK"; truncate -s $(( (start + 2048) * 512 )) "$DISK"
   echo "$table" | sfdisk -q "$DISK" >/dev/null || die "sfdisk failed on the layout"
-  while read -r name fstype size _ _ label _; do
+  while read -r name fstype size _ _ label; do
     off=$(( P_START[$name] * 512 ))
     lbl=(); [ "$label" = - ] || lbl=(-L "$label")
     if [ "$name" = "$ROOT_PART" ]; then
@@ -300,7 +301,7 @@ BOOTS=(); for b in $(seq 1 "$NBOOTS"); do [ -z "${BOOT_PHASES[$b]:-}" ] || BOOTS
 # ------------------------------------------------------------------ 5. boots
 QEMU_S=0
 STOP_REASON=""
-APPEND="console=ttyAMA0 panic=-1 quiet ncq.root=$ROOT_PART ncq.data=$DATA_PART ${NCQ_APPEND:-}"
+APPEND="console=ttyAMA0 panic=-1 quiet ncq.root=$ROOT_PART ncq.data=$DATA_PART ncq.dataopts=$DATA_OPTS ${NCQ_APPEND:-}"
 [ "$SELFTEST" = silent-guest ] && APPEND="$APPEND ncq.selftest=silent-initramfs"
 mkfifo_fresh() { rm -f "$1"; mkfifo "$1"; }
 
