@@ -354,7 +354,9 @@ EOF
       if [ "$armed" -gt 0 ]; then
         [ $target -gt 0 ] || target=$(( armed + RANDOM % 50 ))   # jitter: cut at a different commit each run
         if [ "$n_after" -ge $target ]; then
-          echo "$CUT" > "$W/mon.in"; cut_sent=1; cut_at=$SECONDS; end="power cut ($CUT) after $n_after acks"
+          # qemu holds the fifo open read-write; the timeout covers qemu having just exited.
+          timeout 5 sh -c 'echo "$1" > "$2"' _ "$CUT" "$W/mon.in" || true
+          cut_sent=1; cut_at=$SECONDS; end="power cut ($CUT) after $n_after acks"
           log "  power cut: monitor '$CUT' after $n_after acknowledged commits"
         fi
       fi
