@@ -269,6 +269,25 @@ impl Write for LogBuf {
     }
 }
 
+/// Every test in this binary logs into one process-wide buffer. A thread-local subscriber misses events
+/// when tests run in parallel (tracing caches per-callsite interest globally), so the log scan reads
+/// everything all tests logged: a stronger check, never a flaky one.
+fn global_logs() -> LogBuf {
+    static LOGS: std::sync::OnceLock<LogBuf> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = LogBuf::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("first global subscriber");
+        logs
+    })
+    .clone()
+}
+
 struct World {
     egress: Arc<Egress>,
     internet: Internet,
@@ -662,15 +681,8 @@ fn connect_proxy_applies_the_allowlist_and_closes_the_known_bypasses() {
 #[test]
 fn gateway_swaps_the_run_token_for_the_real_key_and_tokens_die_with_their_run() {
     require_root!();
-    let logs = LogBuf::default();
-    let sink = logs.clone();
+    let logs = global_logs();
     on_host_thread(move || async move {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || sink.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
         let w = world("gw", "tgc", &format!("ANTHROPIC_API_KEY={REAL_KEY}")).await;
         let a = w.egress.begin_run("run-gw-a", "dev").await.unwrap();
         let b = w.egress.begin_run("run-gw-b", "main").await.unwrap();
@@ -731,10 +743,12 @@ fn gateway_swaps_the_run_token_for_the_real_key_and_tokens_die_with_their_run() 
         let gw: Vec<_> = rows_of(&rows, "egress.gateway");
         assert_eq!(gw.len(), 4, "{gw:?}");
         assert!(gw.iter().all(|r| r.decision == "deny"));
-        drop(_guard);
     });
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
-    assert!(text.contains("egress denied"), "logs were captured: {text}");
+    assert!(
+        text.contains("egress denied") && text.contains("run-gw-a"),
+        "logs were captured: {text}"
+    );
     assert!(
         !text.contains(REAL_KEY),
         "the real key appeared in the logs"
@@ -911,11 +925,16 @@ fn holder_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let p = dir.join("examples").join("net_holder");
-    assert!(
-        p.exists(),
-        "{} missing: run the tests with `cargo test --all-targets`",
-        p.display()
-    );
+    if !p.exists() {
+        // `cargo test --all-targets` does not always leave the example's final binary behind; build it.
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", "net_holder"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --example net_holder");
+        assert!(status.success(), "building the net_holder example failed");
+    }
+    assert!(p.exists(), "{} missing after building it", p.display());
     p
 }
 

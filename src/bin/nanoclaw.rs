@@ -74,6 +74,27 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         wait: u64,
     },
+    /// Print performance figures (no pass/fail).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Sandbox create+start and lifecycle latency, beside `crun run` if installed.
+    Sandbox {
+        /// Read-only image directory to run `/bin/true` from (e.g. target/test-rootfs).
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// Runs per variant.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// crun binary to compare with.
+        #[arg(long, default_value = "/usr/bin/crun")]
+        crun: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -300,10 +321,38 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             .map_err(|e| CommandError::new(exit::FAILURE, e))?;
             Ok(exit::OK)
         }
+        Command::Bench {
+            what: BenchWhat::Sandbox { rootfs, runs, crun },
+        } => {
+            let opts = nanoclaw::sandbox::bench::BenchOptions {
+                runs,
+                rootfs,
+                backend: nanoclaw::sandbox::LibcontainerConfig {
+                    state_root: cfg.run_dir.join("sandbox"),
+                    ..Default::default()
+                },
+                crun: Some(crun),
+            };
+            let rt =
+                tokio::runtime::Runtime::new().map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            let report = rt
+                .block_on(nanoclaw::sandbox::bench::run(&opts))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            std::io::Write::write_fmt(&mut out, format_args!("{report}"))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
     }
 }
 
 fn main() -> ExitCode {
+    // The sandbox helper must run before anything can start a thread (libcontainer clones the
+    // calling process), so it is dispatched ahead of argument parsing, logging and any runtime.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(nanoclaw::sandbox::HELPER_SUBCOMMAND))
+    {
+        std::process::exit(nanoclaw::sandbox::helper::main());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
