@@ -12,6 +12,7 @@
 //! - [`sandbox`]: agent runs in OCI containers through youki's libcontainer, driven by a single-threaded helper.
 //! - [`host`]: the binary's edge: configuration, telemetry, `doctor` checks.
 //! - [`ipc`]: the runner's tool channel: IPC directory layout, snapshots, inotify watcher, authorization.
+//! - [`runner`]: the in-container agent loop of `nanoclaw-runner` (Messages API, tools, sessions).
 //!
 //! See `ARCHITECTURE.md` for the map and the invariants.
 
@@ -21,6 +22,7 @@ pub mod host;
 pub mod ipc;
 pub mod net;
 pub mod queue;
+pub mod runner;
 pub mod sandbox;
 pub mod scheduler;
 pub mod store;
