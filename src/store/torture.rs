@@ -222,6 +222,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn inbound_commits_leave_the_connection_at_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        append(&db, 1, &mut std::io::sink(), Path::new("sink")).unwrap();
+        let mut store = Store::open(&db).unwrap();
+        let sync = |s: &Store| -> i64 {
+            s.conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(sync(&store), 1, "NORMAL after open");
+        let m = Message {
+            id: "x".into(),
+            chat_jid: CHAT.into(),
+            sender: "s".into(),
+            sender_name: "s".into(),
+            content: "c".into(),
+            timestamp: "2026-01-01T00:00:00.000Z".into(),
+            is_from_me: false,
+        };
+        store.store_inbound(&m, true).unwrap();
+        assert_eq!(sync(&store), 1, "NORMAL restored after an inbound commit");
+        // A failing inbound write (here: a read-only handle) still restores the setting.
+        let mut ro = Store::open_read_only(&db).unwrap();
+        let before = sync(&ro);
+        assert!(ro.store_inbound(&m, true).is_err());
+        assert_eq!(sync(&ro), before);
+    }
+
+    #[test]
     fn append_acks_each_committed_id_and_continues_numbering() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("t.db");
