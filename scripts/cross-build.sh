@@ -64,7 +64,10 @@ export "CC_${TARGET//-/_}=$CC_WRAP" "AR_${TARGET//-/_}=$LLVM_AR"
 export "CARGO_PROFILE_${PROFILE^^}_STRIP=symbols"
 # No checkout or cargo-home paths in the binaries (panic locations): the same flags as
 # runner-rootfs/build.sh, so the two scripts share one set of compiled dependencies.
-export "CARGO_TARGET_${T}_RUSTFLAGS=--remap-path-prefix=$ROOT=/nanoclaw --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+REMAP="--remap-path-prefix=$ROOT=/nanoclaw --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+case $TARGET_DIR in "$ROOT"/*) ;; *) REMAP="--remap-path-prefix=$TARGET_DIR=/target $REMAP" ;; esac
+export "CARGO_TARGET_${T}_RUSTFLAGS=$REMAP"
 
 # Every binary of the package unless --bin was given: nanoclaw, and nanoclaw-runner once it exists.
 ALL_BINS=$(cargo metadata --no-deps --format-version 1 --manifest-path "$ROOT/Cargo.toml" |
@@ -75,7 +78,7 @@ args=(); for b in "${BINS[@]}"; do args+=(--bin "$b"); done
 
 t0=$(date +%s)
 cargo build --locked --manifest-path "$ROOT/Cargo.toml" --profile "$PROFILE" --target "$TARGET" "${args[@]}" >&2
-dir=$ROOT/target/$TARGET/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+dir=$TARGET_DIR/$TARGET/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 echo "cross-build: $TARGET ($PROFILE) in $(( $(date +%s) - t0 ))s" >&2
 READELF=$(pick readelf llvm-readelf llvm-readelf-14 || true)
 for b in "${BINS[@]}"; do
