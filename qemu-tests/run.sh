@@ -25,6 +25,12 @@
 #   NCQ_CPU=cortex-a72
 #   NCQ_SMP=2  NCQ_MEM=1024  NCQ_CUT=quit|system_reset  NCQ_CUT_AFTER_ACKS=150  NCQ_APPEND="..."
 #   NCQ_PROFILE=release  NCQ_LAYOUT=packaging/layout.toml  NCQ_SELFTEST=hang-host|silent-guest
+#   NCQ_FAKE_API=host-binary (default: cargo build --example fake_api)
+#
+# Scenarios with a script in qemu-tests/fake-api/<name>.json (round-trip, oom, egress) talk to a fake
+# Messages API on this machine (examples/fake_api.rs, started here, killed on exit); the guest gets
+# a virtio NIC on QEMU user networking and reaches it at 10.0.2.2. After the boot, host-check.py
+# checks their database rows on the data partition and what the fake API saw.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -44,6 +50,8 @@ log() { echo "[+$(el "$T0")s] $*" >&2; }
 die() { echo "qemu-tests: ERROR: $*"; echo "qemu-tests: total $(el "$T0")s"; exit 2; }
 
 trap 'echo "qemu-tests: ERROR: internal failure at run.sh line $LINENO: $BASH_COMMAND"; exit 2' ERR
+FAKE_PID=""
+trap '[ -z "$FAKE_PID" ] || kill "$FAKE_PID" 2>/dev/null || true' EXIT
 
 case ${1:-} in
   -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -298,6 +306,45 @@ done < "$HERE/scenarios.conf"
 # Boots with nothing to run (their scenarios not selected) are skipped; the data disk carries over.
 BOOTS=(); for b in $(seq 1 "$NBOOTS"); do [ -z "${BOOT_PHASES[$b]:-}" ] || BOOTS+=("$b"); done
 
+# ------------------------------------------------------------------ 4b. fake model API (build machine)
+FAKE_SCENARIOS=()
+for sc in "${SC_ORDER[@]}"; do
+  [ "${SC_SELECTED[$sc]}" = 1 ] && [ -n "$(echo "${SC_PHASES[$sc]}" | xargs)" ] &&
+    [ -f "$HERE/fake-api/$sc.json" ] && FAKE_SCENARIOS+=("$sc")
+done
+FAKE_ENV=""
+NIC=(-nic none)
+if [ ${#FAKE_SCENARIOS[@]} -gt 0 ]; then
+  FAKE_BIN=${NCQ_FAKE_API:-}
+  if [ -z "$FAKE_BIN" ]; then
+    command -v cargo >/dev/null || die "scenarios ${FAKE_SCENARIOS[*]} need the fake model API: no cargo here; set NCQ_FAKE_API to a build of examples/fake_api.rs"
+    log "building the host-side fake model API (cargo build --example fake_api)"
+    (cd "$ROOT" && cargo build -q --example fake_api >&2) || die "cargo build --example fake_api failed"
+    td=${CARGO_TARGET_DIR:-target}; case $td in /*) ;; *) td=$ROOT/$td ;; esac
+    FAKE_BIN=$td/debug/examples/fake_api
+  fi
+  [ -x "$FAKE_BIN" ] || die "fake API binary $FAKE_BIN missing"
+  # A fresh test credential per suite run; the fake API answers 401 to anything else.
+  TEST_KEY="sk-ant-qemu-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+  (umask 077; echo "$TEST_KEY" > "$W/test-key")
+  fargs=(--key-file "$W/test-key" --canary --max-secs $((TOTAL_TIMEOUT + 240)))
+  for sc in "${FAKE_SCENARIOS[@]}"; do fargs+=(--serve "$sc=$HERE/fake-api/$sc.json"); done
+  # It ends when run.sh closes its stdin (below), on the EXIT trap, or at --max-secs.
+  rm -f "$W/fake.in"; mkfifo "$W/fake.in"; exec {FAKE_FD}<>"$W/fake.in"
+  timeout $((TOTAL_TIMEOUT + 300)) "$FAKE_BIN" "${fargs[@]}" < "$W/fake.in" > "$W/fake-api.log" 2>&1 &
+  FAKE_PID=$!
+  for _ in $(seq 100); do grep -q '^ready$' "$W/fake-api.log" && break; kill -0 "$FAKE_PID" 2>/dev/null || break; sleep 0.1; done
+  grep -q '^ready$' "$W/fake-api.log" || die "the fake API did not start: $(tail -5 "$W/fake-api.log" | tr '\n' ' ')"
+  while read -r _ name port; do
+    v=$(echo "$name" | tr 'a-z-' 'A-Z_')
+    if [ "$name" = canary ]; then FAKE_ENV+="CANARY_PORT=$port"$'\n'
+    else FAKE_ENV+="API_PORT_$v=$port"$'\n'; fi
+  done < <(grep '^listening ' "$W/fake-api.log")
+  FAKE_ENV+="TEST_KEY=$TEST_KEY"$'\n'
+  log "fake model API for ${FAKE_SCENARIOS[*]}: $(grep '^listening ' "$W/fake-api.log" | awk '{printf "%s=127.0.0.1:%s ", $2, $3}')(guest: 10.0.2.2)"
+  NIC=(-netdev user,id=net0,restrict=off -device virtio-net-pci,netdev=net0,romfile=)
+fi
+
 # ------------------------------------------------------------------ 5. boots
 QEMU_S=0
 STOP_REASON=""
@@ -324,6 +371,7 @@ PHASES="$phases"
 PHASE_TIMEOUT=$PHASE_TIMEOUT
 SYSTEM_MODULES="$SYSTEM_MODULES"
 CUT_AFTER_ACKS=$CUT_AFTER_ACKS
+$FAKE_ENV
 EOF
   tar -cf "$W/ctl-$b.tar" --owner=0 --group=0 -C "$C" .
   LOG=$W/console-$b.log; : > "$LOG"
@@ -331,7 +379,7 @@ EOF
   log "boot $b of ${#BOOTS[@]}: $phases"
   qt=$EPOCHREALTIME
   qemu-system-aarch64 -M virt -cpu "${NCQ_CPU:-cortex-a72}" -smp "${NCQ_SMP:-2}" -m "${NCQ_MEM:-1024}" \
-    -display none -monitor pipe:"$W/mon" -serial file:"$LOG" -no-reboot -nic none \
+    -display none -monitor pipe:"$W/mon" -serial file:"$LOG" -no-reboot "${NIC[@]}" \
     -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND" \
     -drive file="$DISK",if=none,format=raw,id=sys -device virtio-blk-pci,drive=sys,serial=ncq-sys \
     -drive file="$W/ctl-$b.tar",if=none,format=raw,id=ctl,readonly=on -device virtio-blk-pci,drive=ctl,serial=ncq-ctl \
@@ -411,12 +459,32 @@ EOF
       RES[$ph]=FAIL; RES_DETAIL[$ph]="no result: $end"
     fi
   done
+  # Build-machine half of the fake-API scenarios: database rows and what the fake API saw.
+  if [ "$end" = "done" ]; then
+    for ph in $phases; do
+      sc=${ph%%:*}
+      [[ " ${FAKE_SCENARIOS[*]} " == *" $sc "* ]] || continue
+      hc=$(python3 "$HERE/host-check.py" "$sc" "$DISK" "$DATA_OFF" "$W/fake-api.log" 2>&1) || hc="FAIL host-check.py: $hc"
+      log "  host check $sc: $hc"
+      case $hc in
+        PASS*) RES_DETAIL[$ph]="${RES_DETAIL[$ph]}; host: ${hc#PASS }" ;;
+        *) RES[$ph]=FAIL; RES_DETAIL[$ph]="${RES_DETAIL[$ph]}; host check: ${hc#FAIL }" ;;
+      esac
+    done
+  fi
   if [ "$end" != "done" ] && [ $cut_sent = 0 ]; then
     echo "---- boot $b: last console lines ($LOG.txt)" >&2
-    grep -vE '^NCQ-(ACK|ALIVE)' "$LOG.txt" | tail -25 | sed 's/^/  | /' >&2
+    { grep -vE '^NCQ-(ACK|ALIVE)' "$LOG.txt" || true; } | tail -25 | sed 's/^/  | /' >&2
+    if [ -s "$W/qemu-$b.err" ]; then sed 's/^/  qemu: /' "$W/qemu-$b.err" >&2; fi
     STOP_REASON="boot $b failed ($end)"
   fi
 done
+
+if [ -n "$FAKE_PID" ]; then
+  exec {FAKE_FD}>&-   # EOF: the fake API prints its summary and exits
+  for _ in $(seq 50); do kill -0 "$FAKE_PID" 2>/dev/null || break; sleep 0.1; done
+  grep '^summary ' "$W/fake-api.log" | sed 's/^/  fake API /' >&2 || true
+fi
 
 # ------------------------------------------------------------------ 6. summary
 npass=0; nfail=0; npend=0; noff=0

@@ -78,7 +78,10 @@ get_one() {
 }
 
 # What we pin: the kernel behind the linux-image-arm64 meta package (its ABI name changes with point
-# releases), busybox-static, nftables with its library closure, musl-dev (headers for the cross build).
+# releases), busybox-static, nftables with its library closure, musl-dev (headers for the cross build),
+# and iproute2 (`ip netns`, which busybox's ip lacks; the host runs it per run) with the libraries
+# /bin/ip links (readelf NEEDED) -- not its Depends closure, which drags in debconf and perl.
+IP_SET="iproute2 libbpf1 libelf1 zlib1g libcap2"
 pin_set() {
   local kpkg nft
   kpkg=$(apt-cache "${APT_O[@]}" depends linux-image-arm64 |
@@ -86,7 +89,7 @@ pin_set() {
   [ -n "$kpkg" ] || die "cannot resolve linux-image-arm64"
   nft=$(apt-cache "${APT_O[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
     --no-replaces --no-enhances --no-pre-depends nftables | grep -E '^[a-z0-9]' | sort -u)
-  printf '%s\n' "$kpkg" busybox-static musl-dev $nft
+  printf '%s\n' "$kpkg" busybox-static musl-dev $nft $IP_SET | awk '!seen[$0]++'
 }
 
 pin() {

@@ -41,6 +41,15 @@ done
 if [ -z "$missing" ]; then echo "NCQ-STEP system-modules ok [$SYSTEM_MODULES] uptime=$(up)"
 else echo "NCQ-STEP system-modules FAIL not loaded:$missing"; fi
 ip link set lo up 2>/dev/null
+# QEMU user networking (run.sh adds the NIC when a scenario needs the host-side fake model API):
+# static address, the build machine is 10.0.2.2.
+if [ -e /sys/class/net/eth0 ]; then
+  if ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2; then
+    echo "NCQ-STEP network ok eth0 10.0.2.15/24 via 10.0.2.2"
+  else
+    echo "NCQ-STEP network FAIL configuring eth0"
+  fi
+fi
 mkdir -p /data/ncq "$NCQ/log" "$NCQ/out"
 
 # Heartbeat: the host's silence watchdog then catches a dead guest, not a slow phase (phases have

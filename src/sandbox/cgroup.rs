@@ -287,6 +287,20 @@ impl CgroupHost {
         }
     }
 
+    /// Writes what libcontainer leaves out: on v2 it never writes a computed `memory.swap.max` of 0
+    /// (libcgroups 0.7 `Memory::set` skips the value 0), so a run would keep `max` and could swap
+    /// past its memory limit. Found by the QEMU suite's `oom` scenario (this build host is v1).
+    /// Called between create and [`Self::verify_limits`], while the run's init is not yet started.
+    pub fn complete_limits(&self, cgroups_path: &str) -> Result<(), CgroupError> {
+        if self.mode == CgroupMode::V2 && self.swap_limit {
+            let file = self
+                .controller_dir("memory", cgroups_path)
+                .join("memory.swap.max");
+            fs::write(&file, "0").map_err(io_err(&file))?;
+        }
+        Ok(())
+    }
+
     /// Reads the limit files of a created container back and fails if any differs. Called between
     /// create and start, so a run never starts unlimited.
     pub fn verify_limits(&self, cgroups_path: &str, l: &CgroupLimits) -> Result<(), CgroupError> {
@@ -613,6 +627,30 @@ pids\t8\t1\t1
         fs::create_dir(&sc).unwrap();
         let err = host.prepare_parent("nanoclaw", "").unwrap_err();
         assert!(err.to_string().contains("`memory`"), "{err}");
+    }
+
+    #[test]
+    fn v2_swap_max_is_written_to_zero_and_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut host = v2_fixture(tmp.path(), true);
+        host.prepare_parent("/nanoclaw", "").unwrap();
+        let run = tmp.path().join("nanoclaw/r1");
+        fs::create_dir_all(&run).unwrap();
+        let l = CgroupLimits {
+            memory_bytes: 64 << 20,
+            pids: 16,
+            cpu_quota_us: 50_000,
+            cpu_period_us: 100_000,
+        };
+        fs::write(run.join("memory.max"), (64u64 << 20).to_string()).unwrap();
+        fs::write(run.join("pids.max"), "16").unwrap();
+        fs::write(run.join("cpu.max"), "50000 100000").unwrap();
+        // What libcontainer leaves behind on v2: swap unlimited. Fail closed until completed.
+        fs::write(run.join("memory.swap.max"), "max").unwrap();
+        assert!(host.verify_limits("/nanoclaw/r1", &l).is_err());
+        host.complete_limits("/nanoclaw/r1").unwrap();
+        assert_eq!(fs::read_to_string(run.join("memory.swap.max")).unwrap(), "0");
+        host.verify_limits("/nanoclaw/r1", &l).unwrap();
     }
 
     #[test]

@@ -468,7 +468,9 @@ impl RunCtx {
         };
         let limits = req.container.limits.cgroup();
         if let Some(cg) = &self.cgroups
-            && let Err(e) = cg.verify_limits(&self.cgroups_path, &limits)
+            && let Err(e) = cg
+                .complete_limits(&self.cgroups_path)
+                .and_then(|()| cg.verify_limits(&self.cgroups_path, &limits))
         {
             return Err(fail(&mut container, e.to_string()));
         }

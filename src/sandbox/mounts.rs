@@ -18,6 +18,7 @@ use super::spec::BindMount;
 use crate::core::mount_policy::{
     self, EXTRA_MOUNT_ROOT, MountAllowlist, MountPolicy, PathResolver, ValidatedMount,
 };
+use crate::core::ipc::IpcKind;
 use crate::core::types::{FolderError, MAIN_GROUP_FOLDER, validate_folder};
 use crate::core::wire::AdditionalMount;
 
@@ -174,11 +175,19 @@ pub fn group_mounts(
         SESSION_MOUNT,
         false,
     ));
-    mounts.push(bind(
-        real_dir(&layout.ipc_dir(folder), Some(owner))?,
-        IPC_MOUNT,
-        false,
-    ));
+    let ipc = real_dir(&layout.ipc_dir(folder), Some(owner))?;
+    // The runner writes command files into messages/ and tasks/ and consumes (deletes) input files
+    // and `_close` in input/; the host creates these as root, so hand them to the run as well.
+    // Without this a non-root run never sees its idle close (found by the QEMU round-trip scenario).
+    let ipc_layout = crate::ipc::IpcLayout::new(layout.data_dir.join("ipc"));
+    for sub in [
+        ipc_layout.kind_dir(folder, IpcKind::Messages),
+        ipc_layout.kind_dir(folder, IpcKind::Tasks),
+        ipc_layout.input_dir(folder),
+    ] {
+        real_dir(&sub, Some(owner))?;
+    }
+    mounts.push(bind(ipc, IPC_MOUNT, false));
     for m in extra {
         mounts.push(BindMount {
             source: m.host_path.clone(),
@@ -298,6 +307,29 @@ mod tests {
         );
         assert_eq!(m[0].source, l.group_dir("family"));
         assert!(l.session_dir("family").is_dir() && l.ipc_dir("family").is_dir());
+    }
+
+    #[test]
+    fn ipc_subdirs_belong_to_the_run() {
+        use std::os::unix::fs::MetadataExt;
+        let (_t, l) = layout();
+        // As the host leaves them: created before the run, by the host's uid.
+        for sub in ["messages", "tasks", "input"] {
+            fs::create_dir_all(l.ipc_dir("family").join(sub)).unwrap();
+        }
+        group_mounts(&l, "family", owner(), &[]).unwrap();
+        for sub in ["messages", "tasks", "input"] {
+            let meta = fs::metadata(l.ipc_dir("family").join(sub)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), owner(), "{sub}");
+        }
+        if nix::unistd::getuid().is_root() {
+            // Root can hand them to another uid, as the host does for the run's uid 1000.
+            group_mounts(&l, "family", (1000, 1000), &[]).unwrap();
+            let meta = fs::metadata(l.ipc_dir("family").join("input")).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+        } else {
+            eprintln!("skipping the chown half: needs root");
+        }
     }
 
     #[test]

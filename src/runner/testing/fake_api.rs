@@ -201,6 +201,8 @@ struct State {
     script: Mutex<VecDeque<Step>>,
     requests: Mutex<Vec<RecordedRequest>>,
     arrived: Condvar,
+    /// When set, a request whose `x-api-key` differs gets a 401 (as the real API answers).
+    api_key: Mutex<Option<String>>,
 }
 
 /// The running server; stops when dropped.
@@ -271,6 +273,17 @@ impl FakeApi {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(steps);
+    }
+
+    /// Answers requests without exactly this `x-api-key` with a 401 `authentication_error`, as the
+    /// real API does; such a request is recorded but does not consume a step. Proves a gateway in
+    /// front of the fake swapped its per-run token for the real credential.
+    pub fn require_api_key(&self, key: &str) {
+        *self
+            .state
+            .api_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(key.to_string());
     }
 
     /// Steps not used yet.
@@ -380,8 +393,20 @@ fn serve(conn: TcpStream, state: &State) -> std::io::Result<()> {
     reader.read_exact(&mut body)?;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let stream = body["stream"].as_bool().unwrap_or(false);
+    let key_ok = match &*state.api_key.lock().unwrap_or_else(PoisonError::into_inner) {
+        Some(want) => headers
+            .iter()
+            .any(|(n, v)| n == "x-api-key" && v.as_str() == want.as_str()),
+        None => true,
+    };
     let problem = if method != "POST" || path != "/v1/messages" {
         Some((404, "not_found_error", format!("no route {method} {path}")))
+    } else if !key_ok {
+        Some((
+            401,
+            "authentication_error",
+            "fake API: invalid x-api-key".to_string(),
+        ))
     } else {
         validate_request(&body)
             .err()
@@ -662,6 +687,34 @@ pub fn validate_request(body: &Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn post(api: &FakeApi, key: &str) -> String {
+        let body = r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#;
+        let mut s = TcpStream::connect(api.addr()).unwrap();
+        write!(
+            s,
+            "POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_required_key_is_enforced_without_consuming_steps() {
+        let api = FakeApi::start(vec![Step::text("ok")]).unwrap();
+        api.require_api_key("sk-real");
+        let wrong = post(&api, "run-token");
+        assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+        assert!(wrong.contains("authentication_error"), "{wrong}");
+        assert_eq!(api.remaining(), 1, "a refused request consumes no step");
+        let right = post(&api, "sk-real");
+        assert!(right.starts_with("HTTP/1.1 200"), "{right}");
+        assert_eq!(api.remaining(), 0);
+        assert_eq!(api.requests().len(), 2);
+    }
 
     #[test]
     fn validation_catches_broken_conversations() {
