@@ -331,10 +331,14 @@ if [ ${#FAKE_SCENARIOS[@]} -gt 0 ]; then
   for sc in "${FAKE_SCENARIOS[@]}"; do fargs+=(--serve "$sc=$HERE/fake-api/$sc.json"); done
   # It ends when run.sh closes its stdin (below), on the EXIT trap, or at --max-secs.
   rm -f "$W/fake.in"; mkfifo "$W/fake.in"; exec {FAKE_FD}<>"$W/fake.in"
-  timeout $((TOTAL_TIMEOUT + 300)) "$FAKE_BIN" "${fargs[@]}" < "$W/fake.in" > "$W/fake-api.log" 2>&1 &
+  # (The child must not inherit our write end, or it never sees EOF.)
+  timeout $((TOTAL_TIMEOUT + 300)) "$FAKE_BIN" "${fargs[@]}" < "$W/fake.in" > "$W/fake-api.log" 2>&1 {FAKE_FD}>&- &
   FAKE_PID=$!
-  for _ in $(seq 100); do grep -q '^ready$' "$W/fake-api.log" && break; kill -0 "$FAKE_PID" 2>/dev/null || break; sleep 0.1; done
-  grep -q '^ready$' "$W/fake-api.log" || die "the fake API did not start: $(tail -5 "$W/fake-api.log" | tr '\n' ' ')"
+  for _ in $(seq 300); do grep -q '^ready$' "$W/fake-api.log" && break; kill -0 "$FAKE_PID" 2>/dev/null || break; sleep 0.1; done
+  if ! grep -q '^ready$' "$W/fake-api.log"; then
+    frc=running; kill -0 "$FAKE_PID" 2>/dev/null || { frc=0; wait "$FAKE_PID" || frc=$?; }
+    die "the fake API ($FAKE_BIN) did not start within 30s (exit: $frc): $(tail -5 "$W/fake-api.log" | tr '\n' ' ')"
+  fi
   while read -r _ name port; do
     v=$(echo "$name" | tr 'a-z-' 'A-Z_')
     if [ "$name" = canary ]; then FAKE_ENV+="CANARY_PORT=$port"$'\n'

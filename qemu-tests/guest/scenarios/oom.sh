@@ -17,10 +17,12 @@ pids_max = $PIDS
 cpu_percent = $CPU_PCT" || return 1
   g=$HOST_DATA/groups/main
   chat "ncq oom" 5 "$NCQ/out/oom-chat.txt" &
-  wait_until 60 sh -c "ls -d /sys/fs/cgroup/nanoclaw/*/ >/dev/null 2>&1 || grep -q 'run finished' '$HOST_LOG'"
-  if ! run_cgroup >/dev/null; then
+  # Tool 1 writes `started` first: the run is past create and start (the helper completes and
+  # verifies the limits in between), so what is read now is what the workload runs under.
+  wait_file 60 "$g/started"
+  if ! [ -s "$g/started" ] || ! run_cgroup >/dev/null; then
     tail -20 "$HOST_LOG" | log_file /dev/stdin; host_stop
-    detail "no live run cgroup under /sys/fs/cgroup/nanoclaw (run status: $(run_status))"; return 1
+    detail "tool 1 never started in a live run cgroup under /sys/fs/cgroup/nanoclaw (run status: $(run_status))"; return 1
   fi
   cg=$(run_cgroup)
   mem=$(cat "$cg/memory.max"); swap=$(cat "$cg/memory.swap.max" 2>/dev/null || echo missing)
