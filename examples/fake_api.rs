@@ -44,7 +44,9 @@ fn main() -> anyhow::Result<()> {
             }
             "--canary" => canary = true,
             "--max-secs" => max_secs = args.next().context("--max-secs N")?.parse()?,
-            other => bail!("unknown argument {other} (see the doc comment of examples/fake_api.rs)"),
+            other => {
+                bail!("unknown argument {other} (see the doc comment of examples/fake_api.rs)")
+            }
         }
     }
     let key_file = key_file.context("--key-file is required")?;

@@ -114,6 +114,8 @@ EOC
   # NO_COLOR: the stderr log is grepped (tracing colours it even when it is not a terminal).
   NO_COLOR=1 PATH=/usr/sbin:/usr/bin:/sbin:/bin:$NCQ/bin "$NANOCLAW" --config "$HOST_CFG" run > "$HOST_LOG" 2>&1 &
   HOST_PID=$!
+  # The phase's timeout (TERM to this shell) must not leave a host behind for the next phase.
+  trap 'kill -TERM "$HOST_PID" 2>/dev/null; sleep 3; kill -KILL "$HOST_PID" 2>/dev/null; exit 143' TERM
   if ! wait_until 30 test -S "$HOST_RUN/local.sock"; then
     detail "nanoclaw run did not open $HOST_RUN/local.sock within 30s"
     log_file "$HOST_LOG"; return 1

@@ -649,7 +649,10 @@ pids\t8\t1\t1
         fs::write(run.join("memory.swap.max"), "max").unwrap();
         assert!(host.verify_limits("/nanoclaw/r1", &l).is_err());
         host.complete_limits("/nanoclaw/r1").unwrap();
-        assert_eq!(fs::read_to_string(run.join("memory.swap.max")).unwrap(), "0");
+        assert_eq!(
+            fs::read_to_string(run.join("memory.swap.max")).unwrap(),
+            "0"
+        );
         host.verify_limits("/nanoclaw/r1", &l).unwrap();
     }
 

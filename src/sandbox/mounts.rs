@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::spec::BindMount;
+use crate::core::ipc::IpcKind;
 use crate::core::mount_policy::{
     self, EXTRA_MOUNT_ROOT, MountAllowlist, MountPolicy, PathResolver, ValidatedMount,
 };
-use crate::core::ipc::IpcKind;
 use crate::core::types::{FolderError, MAIN_GROUP_FOLDER, validate_folder};
 use crate::core::wire::AdditionalMount;
 

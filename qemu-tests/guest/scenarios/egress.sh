@@ -27,7 +27,7 @@ egress_run() {
   wait_until 30 run_ended
   host_stop; hrc=$?
   left=$(host_leftovers)
-  direct=$(tr '\n' ' ' < "$g/direct.out"); proxy=$(tr '\n' ' ' < "$g/proxy.out")
+  direct=$(tr '\n' ' ' < "$g/direct.out"); proxy=$(tr '\r\n' '  ' < "$g/proxy.out")
   audit_drop=$(grep -c 'egress.packets_dropped' "$HOST_LOG"); audit_proxy=$(grep -c 'egress.http_proxy' "$HOST_LOG")
   bad=""
   echo "$direct" | grep -q canary-ok && bad="$bad direct-connection-reached-the-canary"
@@ -39,7 +39,8 @@ egress_run() {
   [ "$reply" -ge 1 ] || bad="$bad no-final-reply"
   [ -n "$left" ] && bad="$bad left:$left"
   [ $hrc = 0 ] || bad="$bad host-exit=$hrc"
-  summary="control reached the canary; run: nc [$direct] wget [$proxy]; nft run counter $dropped packets; audit in log: drop=$audit_drop proxy=$audit_proxy"
+  status_line=$(head -1 "$g/proxy.out" | tr -d '\r')
+  summary="guest reached the canary; from the run: direct [$direct], via proxy [$status_line]; nft run counter $dropped packets; audit in host log: packets_dropped=$audit_drop http_proxy=$audit_proxy"
   if [ -n "$bad" ]; then
     log_file "$NCQ/out/egress-nft.txt"; tail -30 "$HOST_LOG" | log_file /dev/stdin
     detail "wrong:$bad; $summary"; return 1
