@@ -94,7 +94,11 @@ mod tests {
 
     #[test]
     fn group_text_maps_every_field() {
-        let i = info("120363000000000001@g.us", "15550001111:3@s.whatsapp.net", true);
+        let i = info(
+            "120363000000000001@g.us",
+            "15550001111:3@s.whatsapp.net",
+            true,
+        );
         let m = map_inbound(&text("hello"), &i, "120363000000000001@g.us".into());
         assert_eq!(
             m,
@@ -153,9 +157,15 @@ mod tests {
 
     #[test]
     fn messages_without_text_are_still_mapped_with_empty_content() {
-        let mut sticker = wa::Message::default();
-        sticker.sticker_message = MessageField::some(Default::default());
-        let i = info("15550001111@s.whatsapp.net", "15550001111@s.whatsapp.net", false);
+        let sticker = wa::Message {
+            sticker_message: MessageField::some(Default::default()),
+            ..Default::default()
+        };
+        let i = info(
+            "15550001111@s.whatsapp.net",
+            "15550001111@s.whatsapp.net",
+            false,
+        );
         let m = map_inbound(&sticker, &i, "15550001111@s.whatsapp.net".into());
         assert_eq!(m.content, "");
         assert_eq!(m.id, "3EB0ABCDEF");
@@ -164,11 +174,12 @@ mod tests {
 
     #[test]
     fn wrapped_text_is_unwrapped() {
-        let mut msg = wa::Message::default();
-        msg.ephemeral_message = MessageField::some(wa::message::FutureProofMessage {
-            message: MessageField::some(text("disappearing")),
+        let msg = wa::Message {
+            ephemeral_message: MessageField::some(wa::message::FutureProofMessage {
+                message: MessageField::some(text("disappearing")),
+            }),
             ..Default::default()
-        });
+        };
         assert_eq!(content(&msg), "disappearing");
     }
 

@@ -195,7 +195,9 @@ impl WhatsAppChannel {
 
 /// Wakes daily; the 24 h cache decides whether a fetch happens (contract §11.8).
 async fn group_timer(adapter: Arc<Adapter<ClientOps>>, mut stop: watch::Receiver<bool>) {
-    let period = GROUP_SYNC_MAX_AGE.to_std().unwrap_or(Duration::from_secs(86_400));
+    let period = GROUP_SYNC_MAX_AGE
+        .to_std()
+        .unwrap_or(Duration::from_secs(86_400));
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {

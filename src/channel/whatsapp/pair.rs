@@ -171,9 +171,9 @@ pub async fn pair(
     }
     auth::prepare(paths)?;
     let (tx, mut rx) = mpsc::channel(PAIR_EVENTS);
-    let mut builder = open_builder(&paths.auth_db)
-        .await?
-        .on_event_for(&PAIR_EVENT_KINDS, move |event, _client| {
+    let mut builder = open_builder(&paths.auth_db).await?.on_event_for(
+        &PAIR_EVENT_KINDS,
+        move |event, _client| {
             let tx = tx.clone();
             let item = pair_event(&event);
             async move {
@@ -181,7 +181,8 @@ pub async fn pair(
                     let _ = tx.send(item).await;
                 }
             }
-        });
+        },
+    );
     if let Some(phone) = phone {
         builder = builder.with_pair_code(PairCodeOptions {
             phone_number: phone,
@@ -250,10 +251,10 @@ pub async fn pair(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use whatsapp_rust::wacore::types::events::ConnectFailureReason;
     use whatsapp_rust::wacore::types::events::{
         Connected, LoggedOut, PairingCode, PairingQrCode, PairingQrCodesExhausted,
     };
-    use whatsapp_rust::wacore::types::events::ConnectFailureReason;
 
     fn qr_event(code: &str) -> Event {
         Event::PairingQrCode(
@@ -266,7 +267,10 @@ mod tests {
 
     #[test]
     fn library_events_reduce_to_pair_events() {
-        assert_eq!(pair_event(&qr_event("2@x")), Some(PairEvent::Qr("2@x".into())));
+        assert_eq!(
+            pair_event(&qr_event("2@x")),
+            Some(PairEvent::Qr("2@x".into()))
+        );
         let code = Event::PairingCode(
             PairingCode::builder()
                 .code("ABCD1234".into())
@@ -286,7 +290,9 @@ mod tests {
         );
         assert_eq!(pair_event(&logged_out), Some(PairEvent::LoggedOut));
         let exhausted = Event::PairingQrCodesExhausted(
-            PairingQrCodesExhausted::builder().disconnected(true).build(),
+            PairingQrCodesExhausted::builder()
+                .disconnected(true)
+                .build(),
         );
         assert_eq!(pair_event(&exhausted), Some(PairEvent::QrExhausted));
     }
@@ -294,8 +300,14 @@ mod tests {
     #[test]
     fn connected_after_a_prompt_is_a_new_link() {
         let mut p = PairProgress::default();
-        assert_eq!(p.step(PairEvent::Qr("a".into())), PairStep::ShowQr("a".into()));
-        assert_eq!(p.step(PairEvent::Qr("b".into())), PairStep::ShowQr("b".into()));
+        assert_eq!(
+            p.step(PairEvent::Qr("a".into())),
+            PairStep::ShowQr("a".into())
+        );
+        assert_eq!(
+            p.step(PairEvent::Qr("b".into())),
+            PairStep::ShowQr("b".into())
+        );
         assert!(matches!(p.step(PairEvent::Linked), PairStep::Note(_)));
         assert_eq!(
             p.step(PairEvent::Connected),
@@ -315,20 +327,36 @@ mod tests {
     #[test]
     fn failures_map_to_contract_status_reasons() {
         let mut p = PairProgress::default();
-        assert_eq!(p.step(PairEvent::LoggedOut), PairStep::Fail("logged_out".into()));
-        assert_eq!(p.step(PairEvent::QrExhausted), PairStep::Fail("qr_timeout".into()));
+        assert_eq!(
+            p.step(PairEvent::LoggedOut),
+            PairStep::Fail("logged_out".into())
+        );
+        assert_eq!(
+            p.step(PairEvent::QrExhausted),
+            PairStep::Fail("qr_timeout".into())
+        );
         assert_eq!(
             p.step(PairEvent::Failed("rate\nlimited".into())),
             PairStep::Fail("rate limited".into())
         );
-        assert_eq!(p.step(PairEvent::Failed("  ".into())), PairStep::Fail("unknown".into()));
+        assert_eq!(
+            p.step(PairEvent::Failed("  ".into())),
+            PairStep::Fail("unknown".into())
+        );
     }
 
     #[test]
     fn phone_numbers_are_normalised_or_rejected() {
         assert_eq!(normalize_phone("+1 555-123-4567").unwrap(), "15551234567");
         assert_eq!(normalize_phone("491701234567").unwrap(), "491701234567");
-        for bad in ["", "+", "0123456789", "12345", "1234567890123456", "1555abc4567"] {
+        for bad in [
+            "",
+            "+",
+            "0123456789",
+            "12345",
+            "1234567890123456",
+            "1555abc4567",
+        ] {
             assert!(normalize_phone(bad).is_err(), "{bad}");
         }
     }

@@ -89,7 +89,11 @@ mod tests {
             let expected = if *color == Color::Dark { 0 } else { 255 };
             assert_eq!(buf[y * side + x], expected, "module {i}");
         }
-        assert!(buf[..side * QUIET_ZONE * PNG_SCALE].iter().all(|&p| p == 255));
+        assert!(
+            buf[..side * QUIET_ZONE * PNG_SCALE]
+                .iter()
+                .all(|&p| p == 255)
+        );
     }
 
     #[test]

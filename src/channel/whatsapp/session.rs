@@ -99,7 +99,10 @@ pub async fn build_serving_bot(
 /// Stops a session gracefully (credentials and receipts are flushed), aborting after `grace`.
 pub async fn shutdown_bounded(handle: BotHandle, grace: Duration) {
     // On timeout the shutdown future, and the handle in it, is dropped, which aborts the task.
-    if tokio::time::timeout(grace, handle.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, handle.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("whatsapp session did not stop in time; aborted");
     }
 }
@@ -197,8 +200,9 @@ mod tests {
 
     #[test]
     fn backoff_is_jittered() {
-        let firsts: std::collections::HashSet<Duration> =
-            (0..32).map(|_| reconnect_backoff().next().unwrap()).collect();
+        let firsts: std::collections::HashSet<Duration> = (0..32)
+            .map(|_| reconnect_backoff().next().unwrap())
+            .collect();
         assert!(firsts.len() > 1, "32 first delays were all equal");
     }
 }
