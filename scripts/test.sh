@@ -4,3 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --locked --all-targets
+
+# Yocto layer and Buildroot tree: lints, BitBake parse, consistency with Cargo.lock and the layout.
+packaging/check.sh

@@ -5,6 +5,7 @@
 //!
 //! - [`core`]: pure domain logic: types, trigger policy, formatting, cursor rules, wire shapes, redaction.
 //! - [`store`]: the SQLite database: schema compatible with the original host, versioned additive migrations.
+//! - [`net`]: per-run network namespaces, the nftables egress table, the egress proxy and API gateway.
 //! - [`channel`]: chat transports behind one trait: the local Unix-socket channel (WhatsApp behind a feature).
 //! - [`host`]: the binary's edge: configuration, telemetry, `doctor` checks.
 //!
@@ -13,4 +14,5 @@
 pub mod channel;
 pub mod core;
 pub mod host;
+pub mod net;
 pub mod store;

@@ -260,3 +260,81 @@ fn example_config_is_valid() {
     let out = nanoclaw(&["--config", path, "config", "check"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn groups_and_tasks_commands_on_the_fixture() {
+    let (_dir, db) = common::fixture_copy();
+    let db = db.to_str().unwrap();
+    let out = nanoclaw(&["groups", "list", "--db", db], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = text(&out.stdout);
+    assert_eq!(list.lines().count(), 4, "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.contains("work-crew") && l.contains("@Bot") && l.contains(" no ")),
+        "{list}"
+    );
+
+    let out = nanoclaw(
+        &[
+            "groups",
+            "register",
+            "local:kitchen",
+            "--folder",
+            "kitchen",
+            "--no-trigger",
+            "--db",
+            db,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Folder validation and collision refusal (contract §12.13).
+    let out = nanoclaw(
+        &[
+            "groups", "register", "local:x", "--folder", "../main", "--db", db,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("may contain only lowercase"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = nanoclaw(
+        &[
+            "groups", "register", "local:y", "--folder", "kitchen", "--db", db,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        text(&out.stderr).contains("already used by chat local:kitchen"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = nanoclaw(&["groups", "unregister", "local:kitchen", "--db", db], &[]);
+    assert!(out.status.success());
+    let out = nanoclaw(&["groups", "unregister", "local:kitchen", "--db", db], &[]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = nanoclaw(&["tasks", "list", "--db", db], &[]);
+    assert_eq!(text(&out.stdout).lines().count(), 5);
+    let out = nanoclaw(&["tasks", "pause", "task-int-1", "--db", db], &[]);
+    assert!(out.status.success());
+    let out = nanoclaw(&["tasks", "list", "--db", db], &[]);
+    assert!(
+        text(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("task-int-1") && l.contains("paused"))
+    );
+    let out = nanoclaw(&["tasks", "cancel", "task-int-1", "--db", db], &[]);
+    assert!(out.status.success());
+    let out = nanoclaw(&["tasks", "resume", "task-int-1", "--db", db], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "nanoclaw: error: no task with id task-int-1"
+    );
+}

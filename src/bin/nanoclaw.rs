@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use nanoclaw::channel::client::{self, ChatOptions};
-use nanoclaw::host::commands::{self, CommandError};
+use nanoclaw::host::commands::{self, CommandError, TaskAction};
 use nanoclaw::host::config::{self, Config, DEFAULT_CONFIG_PATH, LogTarget};
 use nanoclaw::host::doctor::Probe;
 use nanoclaw::host::{exit, observability};
@@ -39,6 +39,25 @@ enum Command {
     },
     /// Check that this host can run agents: cgroups, namespaces, nftables, image, data dir.
     Doctor,
+    /// Egress policy (docs/egress.md).
+    Egress {
+        #[command(subcommand)]
+        action: EgressAction,
+    },
+    /// Registered groups.
+    Groups {
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        action: GroupsAction,
+    },
+    /// Scheduled tasks.
+    Tasks {
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        action: TasksAction,
+    },
     /// Talk to the running host over the local channel.
     Chat {
         /// Chat to talk in.
@@ -78,6 +97,60 @@ enum WhatsappAction {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum EgressAction {
+    /// Time-bounded allowlist override for one group; a running host applies it within seconds.
+    Allow {
+        #[arg(long)]
+        group: String,
+        /// Allowlist entry: host, *.suffix, IP or CIDR, optionally :port[,port] (default 443).
+        #[arg(long)]
+        host: String,
+        /// Duration, e.g. 10m, 1h30m (at most 24h).
+        #[arg(long = "for")]
+        duration: String,
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupsAction {
+    /// List registered groups.
+    List,
+    /// Register a chat as a group.
+    Register {
+        /// Chat JID, e.g. `local:kitchen` or `1203…@g.us`.
+        jid: String,
+        /// Folder under the data dir: lowercase letters, digits and '-'; `main` for the main chat.
+        #[arg(long)]
+        folder: String,
+        /// Display name (default: the folder).
+        #[arg(long)]
+        name: Option<String>,
+        /// Trigger word (default: `@<assistant_name>`).
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Answer every message, without a trigger.
+        #[arg(long)]
+        no_trigger: bool,
+    },
+    /// Remove a registration (messages and files stay).
+    Unregister { jid: String },
+}
+
+#[derive(Subcommand)]
+enum TasksAction {
+    /// List tasks, newest first.
+    List,
+    /// Pause an active task.
+    Pause { id: String },
+    /// Resume a paused task (next_run is not recomputed).
+    Resume { id: String },
+    /// Delete a task and its run logs.
+    Cancel { id: String },
 }
 
 #[derive(Subcommand)]
@@ -138,6 +211,68 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             DbAction::Stats { db } => commands::db_stats(&commands::db_path(db, &cfg), &mut out),
         },
         Command::Doctor => commands::doctor(&cfg, &Probe::system(), &mut out),
+        Command::Egress {
+            action:
+                EgressAction::Allow {
+                    group,
+                    host,
+                    duration,
+                    db,
+                },
+        } => {
+            let store = nanoclaw::store::Store::open(&commands::db_path(db, &cfg))
+                .map_err(|e| CommandError::new(exit::DATABASE, e))?;
+            let g = nanoclaw::net::overrides::persist_override(&store, &group, &host, &duration)
+                .map_err(|e| CommandError::new(exit::USAGE, e))?;
+            use std::io::Write;
+            writeln!(
+                out,
+                "override #{}: {} for group {group} until {}",
+                g.id, g.entry, g.expires_at
+            )
+            .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
+        Command::Groups { db, action } => {
+            let db = commands::db_path(db, &cfg);
+            match action {
+                GroupsAction::List => commands::groups_list(&db, &mut out),
+                GroupsAction::Register {
+                    jid,
+                    folder,
+                    name,
+                    trigger,
+                    no_trigger,
+                } => {
+                    let reg = commands::GroupRegistration {
+                        name: name.unwrap_or_else(|| folder.clone()),
+                        jid,
+                        folder,
+                        trigger,
+                        requires_trigger: !no_trigger,
+                    };
+                    commands::groups_register(&db, &reg, &cfg, &mut out)
+                }
+                GroupsAction::Unregister { jid } => {
+                    commands::groups_unregister(&db, &jid, &mut out)
+                }
+            }
+        }
+        Command::Tasks { db, action } => {
+            let db = commands::db_path(db, &cfg);
+            match action {
+                TasksAction::List => commands::tasks_list(&db, &mut out),
+                TasksAction::Pause { id } => {
+                    commands::tasks_act(&db, &id, TaskAction::Pause, &mut out)
+                }
+                TasksAction::Resume { id } => {
+                    commands::tasks_act(&db, &id, TaskAction::Resume, &mut out)
+                }
+                TasksAction::Cancel { id } => {
+                    commands::tasks_act(&db, &id, TaskAction::Cancel, &mut out)
+                }
+            }
+        }
         Command::Chat {
             chat,
             socket,

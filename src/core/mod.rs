@@ -1,6 +1,7 @@
 //! Pure domain logic: types, trigger policy, formatting, cursor rules and wire shapes. No I/O, so every
 //! rule here is unit-tested without a database, a container or a clock.
 
+pub mod audit;
 pub mod cursor;
 pub mod format;
 pub mod redact;

@@ -196,3 +196,156 @@ pub fn doctor(cfg: &Config, probe: &Probe, out: &mut impl Write) -> CommandResul
 pub fn db_path(explicit: Option<PathBuf>, cfg: &Config) -> PathBuf {
     explicit.unwrap_or_else(|| cfg.db_path())
 }
+
+/// What `groups register` stores.
+#[derive(Debug, Clone)]
+pub struct GroupRegistration {
+    pub jid: String,
+    pub name: String,
+    pub folder: String,
+    pub trigger: Option<String>,
+    pub requires_trigger: bool,
+}
+
+/// `groups list`: registered groups, one per line.
+pub fn groups_list(db: &Path, out: &mut impl Write) -> CommandResult {
+    let store = Store::open_read_only(db).map_err(db_err)?;
+    let groups = store.all_groups().map_err(db_err)?;
+    writeln!(
+        out,
+        "{:<32} {:<16} {:<10} {:<8} NAME",
+        "JID", "FOLDER", "TRIGGER", "NEEDS"
+    )
+    .map_err(io_err)?;
+    for g in &groups {
+        let needs = if crate::core::trigger::needs_trigger(g) {
+            "yes"
+        } else {
+            "no"
+        };
+        writeln!(
+            out,
+            "{:<32} {:<16} {:<10} {:<8} {}",
+            g.jid, g.folder, g.trigger, needs, g.name
+        )
+        .map_err(io_err)?;
+    }
+    Ok(exit::OK)
+}
+
+/// `groups register`: validates the folder (contract §12.13) and refuses collisions.
+pub fn groups_register(
+    db: &Path,
+    reg: &GroupRegistration,
+    cfg: &Config,
+    out: &mut impl Write,
+) -> CommandResult {
+    let registering_main = reg.folder == crate::core::types::MAIN_GROUP_FOLDER;
+    crate::core::types::validate_folder(&reg.folder, registering_main)
+        .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+    if reg.jid.trim().is_empty() || reg.name.trim().is_empty() {
+        return Err(CommandError::new(
+            exit::FAILURE,
+            anyhow::anyhow!("jid and name must not be empty"),
+        ));
+    }
+    let mut store = Store::open(db).map_err(db_err)?;
+    let group = crate::core::types::RegisteredGroup {
+        jid: reg.jid.clone(),
+        name: reg.name.clone(),
+        folder: reg.folder.clone(),
+        trigger: reg
+            .trigger
+            .clone()
+            .unwrap_or_else(|| format!("@{}", cfg.assistant_name)),
+        added_at: crate::core::time::now_iso(),
+        container_config: None,
+        requires_trigger: Some(reg.requires_trigger),
+    };
+    store.register_group(&group).map_err(db_err)?;
+    writeln!(out, "registered {} as folder {}", group.jid, group.folder).map_err(io_err)?;
+    Ok(exit::OK)
+}
+
+/// `groups unregister`: removes the registration; messages, sessions and files stay (contract §12.27).
+pub fn groups_unregister(db: &Path, jid: &str, out: &mut impl Write) -> CommandResult {
+    let store = Store::open(db).map_err(db_err)?;
+    if store.unregister_group(jid).map_err(db_err)? {
+        writeln!(out, "unregistered {jid}").map_err(io_err)?;
+        Ok(exit::OK)
+    } else {
+        Err(CommandError::new(
+            exit::FAILURE,
+            anyhow::anyhow!("no registered group with jid {jid}"),
+        ))
+    }
+}
+
+/// `tasks list`: every task, newest first.
+pub fn tasks_list(db: &Path, out: &mut impl Write) -> CommandResult {
+    let store = Store::open_read_only(db).map_err(db_err)?;
+    writeln!(
+        out,
+        "{:<36} {:<12} {:<10} {:<9} {:<24} SCHEDULE",
+        "ID", "FOLDER", "TYPE", "STATUS", "NEXT RUN"
+    )
+    .map_err(io_err)?;
+    for t in store.all_tasks().map_err(db_err)? {
+        writeln!(
+            out,
+            "{:<36} {:<12} {:<10} {:<9} {:<24} {}",
+            t.id,
+            t.group_folder,
+            t.schedule_type,
+            t.status,
+            t.next_run.as_deref().unwrap_or("-"),
+            t.schedule_value
+        )
+        .map_err(io_err)?;
+    }
+    Ok(exit::OK)
+}
+
+/// Operator actions on a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskAction {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+/// `tasks pause|resume|cancel ID` with the status transitions of contract §6.13.
+pub fn tasks_act(db: &Path, id: &str, action: TaskAction, out: &mut impl Write) -> CommandResult {
+    use crate::core::types::{TaskStatus, TaskUpdate};
+    let mut store = Store::open(db).map_err(db_err)?;
+    let missing = || CommandError::new(exit::FAILURE, anyhow::anyhow!("no task with id {id}"));
+    let done = match action {
+        TaskAction::Cancel => store.delete_task(id).map_err(db_err)?,
+        TaskAction::Pause | TaskAction::Resume => {
+            let status = if action == TaskAction::Pause {
+                TaskStatus::Paused
+            } else {
+                TaskStatus::Active
+            };
+            store
+                .update_task(
+                    id,
+                    &TaskUpdate {
+                        status: Some(status),
+                        ..Default::default()
+                    },
+                )
+                .map_err(db_err)?
+        }
+    };
+    if !done {
+        return Err(missing());
+    }
+    let verb = match action {
+        TaskAction::Pause => "paused",
+        TaskAction::Resume => "resumed",
+        TaskAction::Cancel => "cancelled",
+    };
+    writeln!(out, "{verb} {id}").map_err(io_err)?;
+    Ok(exit::OK)
+}

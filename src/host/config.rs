@@ -112,6 +112,8 @@ pub struct Config {
     pub ipc: IpcConfig,
     pub mounts: MountsConfig,
     pub model: ModelConfig,
+    /// Per-run network and egress policy (docs/egress.md).
+    pub egress: crate::net::EgressConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +199,7 @@ impl Default for Config {
             ipc: IpcConfig::default(),
             mounts: MountsConfig::default(),
             model: ModelConfig::default(),
+            egress: crate::net::EgressConfig::default(),
         }
     }
 }
@@ -511,6 +514,16 @@ impl Config {
         check_range("ipc.max_file_bytes", i.max_file_bytes, 1024..=(16 << 20))?;
         check_range("ipc.files_per_second", i.files_per_second, 1..=10_000)?;
         check_range("ipc.queue_capacity", i.queue_capacity, 1..=100_000)?;
+        self.egress.validate().map_err(|e| match e {
+            crate::net::NetError::Config { key, value, reason } => {
+                ConfigError::Invalid { key, value, reason }
+            }
+            other => ConfigError::Invalid {
+                key: "egress",
+                value: String::new(),
+                reason: other.to_string(),
+            },
+        })?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@ pub mod commands;
 pub mod config;
 pub mod doctor;
 pub mod observability;
+pub mod systemd;
 
 /// Process exit codes, distinct per way the process can stop.
 pub mod exit {

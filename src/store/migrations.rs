@@ -116,6 +116,32 @@ pub const MIGRATIONS: &[Migration] = &[
              CREATE INDEX IF NOT EXISTS idx_tasks_status_next_run ON scheduled_tasks(status, next_run);",
         )],
     },
+    Migration {
+        version: 3,
+        name: "audit events and egress overrides",
+        steps: &[Step::Sql(
+            "CREATE TABLE IF NOT EXISTS audit_events (
+               id INTEGER PRIMARY KEY AUTOINCREMENT,
+               time TEXT NOT NULL,
+               group_folder TEXT NOT NULL,
+               run_id TEXT,
+               kind TEXT NOT NULL,
+               destination TEXT,
+               decision TEXT NOT NULL,
+               detail TEXT
+             );
+             CREATE INDEX IF NOT EXISTS idx_audit_events_time ON audit_events(time);
+             CREATE INDEX IF NOT EXISTS idx_audit_events_run ON audit_events(run_id);
+             CREATE TABLE IF NOT EXISTS egress_overrides (
+               id INTEGER PRIMARY KEY AUTOINCREMENT,
+               group_folder TEXT NOT NULL,
+               host TEXT NOT NULL,
+               granted_at TEXT NOT NULL,
+               expires_at TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS idx_egress_overrides_expiry ON egress_overrides(expires_at);",
+        )],
+    },
 ];
 
 /// The newest schema version this build knows.

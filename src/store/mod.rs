@@ -4,6 +4,7 @@
 //! `Store` is synchronous and not `Sync`: the host gives it one dedicated thread (or `spawn_blocking`),
 //! never a runtime worker (style guide: blocking rusqlite calls stall every actor).
 
+mod audit;
 mod error;
 mod groups;
 mod legacy;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use audit::{AUDIT_LIST_CAP, OverrideRow};
 pub use error::{Result, StoreError};
 pub use legacy::LegacyImportReport;
 pub use migrations::{MIGRATIONS, Migration, MigrationReport};
