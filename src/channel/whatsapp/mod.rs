@@ -193,6 +193,14 @@ impl WhatsAppChannel {
     }
 }
 
+impl Drop for WhatsAppChannel {
+    /// A channel dropped without `disconnect` still stops its tasks (the supervisor shuts the
+    /// session down gracefully as it exits).
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
 /// Wakes daily; the 24 h cache decides whether a fetch happens (contract §11.8).
 async fn group_timer(adapter: Arc<Adapter<ClientOps>>, mut stop: watch::Receiver<bool>) {
     let period = GROUP_SYNC_MAX_AGE

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use whatsapp_rust::bot::EventDelivery;
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::prelude::{Event, EventKind};
 
@@ -171,9 +172,12 @@ pub async fn pair(
     }
     auth::prepare(paths)?;
     let (tx, mut rx) = mpsc::channel(PAIR_EVENTS);
-    let mut builder = open_builder(&paths.auth_db).await?.on_event_for(
-        &PAIR_EVENT_KINDS,
-        move |event, _client| {
+    let mut builder = open_builder(&paths.auth_db)
+        .await?
+        .with_event_delivery(EventDelivery::Ordered {
+            capacity: PAIR_EVENTS,
+        })
+        .on_event_for(&PAIR_EVENT_KINDS, move |event, _client| {
             let tx = tx.clone();
             let item = pair_event(&event);
             async move {
@@ -181,8 +185,7 @@ pub async fn pair(
                     let _ = tx.send(item).await;
                 }
             }
-        },
-    );
+        });
     if let Some(phone) = phone {
         builder = builder.with_pair_code(PairCodeOptions {
             phone_number: phone,
@@ -232,6 +235,9 @@ pub async fn pair(
                 let _ = writeln!(out, "{note}");
             }
             PairStep::Done(outcome) => break Ok(outcome),
+            PairStep::Fail(reason) if reason == "logged_out" => {
+                break Err(WhatsAppError::LoggedOut);
+            }
             PairStep::Fail(reason) => break Err(WhatsAppError::PairFailed(reason)),
         }
     };
@@ -239,6 +245,7 @@ pub async fn pair(
     match &result {
         Ok(PairOutcome::AlreadyAuthenticated) => write_status(paths, "already_authenticated"),
         Ok(PairOutcome::Authenticated) => write_status(paths, "authenticated"),
+        Err(WhatsAppError::LoggedOut) => write_status(paths, "failed:logged_out"),
         Err(WhatsAppError::PairFailed(reason)) => write_status(paths, &format!("failed:{reason}")),
         Err(e) => write_status(paths, &format!("failed:{}", status_reason(&e.to_string()))),
     }
