@@ -192,7 +192,8 @@ fn config_show_redacts_credentials() {
 fn doctor_prints_one_line_per_check_and_exit_code_matches() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("runner.img");
-    std::fs::write(&image, b"img").unwrap();
+    // doctor checks the squashfs magic, not just that the file exists.
+    std::fs::write(&image, b"hsqs-fake-image").unwrap();
     let cfg = write_config(
         dir.path(),
         &format!(

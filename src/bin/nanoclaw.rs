@@ -58,6 +58,8 @@ enum Command {
         #[command(subcommand)]
         action: TasksAction,
     },
+    /// Run the host: channels, group actors, scheduler, IPC, sandboxed agent runs (the main job).
+    Run,
     /// Talk to the running host over the local channel.
     Chat {
         /// Chat to talk in.
@@ -78,6 +80,44 @@ enum Command {
     Whatsapp {
         #[command(subcommand)]
         action: WhatsappAction,
+    },
+    /// Print performance figures (no pass/fail).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Queue throughput: groups x messages through the real actors with a scripted launcher.
+    Queue {
+        #[arg(long, default_value_t = 1000)]
+        groups: usize,
+        #[arg(long, default_value_t = 10)]
+        messages: usize,
+        #[arg(long, default_value_t = 2)]
+        max_concurrent: usize,
+    },
+    /// Sandbox create+start and lifecycle latency, beside `crun run` if installed.
+    Sandbox {
+        /// Read-only image directory to run `/bin/true` from (e.g. target/test-rootfs).
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// Runs per variant.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// crun binary to compare with.
+        #[arg(long, default_value = "/usr/bin/crun")]
+        crun: PathBuf,
+    },
+    /// Runner cold start: process start to first request at a fake Messages API, and peak memory.
+    Runner {
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// The nanoclaw-runner binary (default: next to this executable).
+        #[arg(long)]
+        runner: Option<PathBuf>,
     },
 }
 
@@ -211,6 +251,17 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             DbAction::Stats { db } => commands::db_stats(&commands::db_path(db, &cfg), &mut out),
         },
         Command::Doctor => commands::doctor(&cfg, &Probe::system(), &mut out),
+        Command::Bench {
+            what: BenchWhat::Runner { runs, runner },
+        } => {
+            use nanoclaw::runner::bench;
+            let path = runner.unwrap_or_else(bench::default_runner_path);
+            let report = bench::bench_runner(&path, runs.max(1))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            std::io::Write::write_fmt(&mut out, format_args!("{report}\n"))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
         Command::Egress {
             action:
                 EgressAction::Allow {
@@ -235,7 +286,8 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
         }
         Command::Groups { db, action } => {
             let db = commands::db_path(db, &cfg);
-            match action {
+            let mutates = !matches!(action, GroupsAction::List);
+            let result = match action {
                 GroupsAction::List => commands::groups_list(&db, &mut out),
                 GroupsAction::Register {
                     jid,
@@ -256,11 +308,17 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
                 GroupsAction::Unregister { jid } => {
                     commands::groups_unregister(&db, &jid, &mut out)
                 }
+            };
+            if mutates && result.is_ok() {
+                // A running host picks the change up at once (SIGHUP reload).
+                nanoclaw::host::run::notify_running_host(&cfg.run_dir);
             }
+            result
         }
         Command::Tasks { db, action } => {
             let db = commands::db_path(db, &cfg);
-            match action {
+            let mutates = !matches!(action, TasksAction::List);
+            let result = match action {
                 TasksAction::List => commands::tasks_list(&db, &mut out),
                 TasksAction::Pause { id } => {
                     commands::tasks_act(&db, &id, TaskAction::Pause, &mut out)
@@ -271,7 +329,11 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
                 TasksAction::Cancel { id } => {
                     commands::tasks_act(&db, &id, TaskAction::Cancel, &mut out)
                 }
+            };
+            if mutates && result.is_ok() {
+                nanoclaw::host::run::notify_running_host(&cfg.run_dir);
             }
+            result
         }
         Command::Chat {
             chat,
@@ -298,6 +360,62 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
                 tokio::io::stdout(),
             ))
             .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
+        Command::Run => {
+            drop(out);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            rt.block_on(nanoclaw::host::run::run(cfg, shutdown_signal()))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Queue {
+                    groups,
+                    messages,
+                    max_concurrent,
+                },
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            let options = nanoclaw::queue::bench::LoadOptions {
+                groups,
+                messages_per_group: messages,
+                max_concurrent_runs: max_concurrent,
+                ..Default::default()
+            };
+            let report = rt
+                .block_on(nanoclaw::queue::bench::run_queue_load(options))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            use std::io::Write as _;
+            writeln!(out, "{report}").map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(if report.ok() { exit::OK } else { exit::FAILURE })
+        }
+        Command::Bench {
+            what: BenchWhat::Sandbox { rootfs, runs, crun },
+        } => {
+            let opts = nanoclaw::sandbox::bench::BenchOptions {
+                runs,
+                rootfs,
+                backend: nanoclaw::sandbox::LibcontainerConfig {
+                    state_root: cfg.run_dir.join("sandbox"),
+                    ..Default::default()
+                },
+                crun: Some(crun),
+            };
+            let rt =
+                tokio::runtime::Runtime::new().map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            let report = rt
+                .block_on(nanoclaw::sandbox::bench::run(&opts))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            std::io::Write::write_fmt(&mut out, format_args!("{report}"))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
             Ok(exit::OK)
         }
         #[cfg(feature = "whatsapp")]
@@ -335,6 +453,13 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
 }
 
 fn main() -> ExitCode {
+    // The sandbox helper must run before anything can start a thread (libcontainer clones the
+    // calling process), so it is dispatched ahead of argument parsing, logging and any runtime.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(nanoclaw::sandbox::HELPER_SUBCOMMAND))
+    {
+        std::process::exit(nanoclaw::sandbox::helper::main());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -369,4 +494,22 @@ fn one_line(error: &anyhow::Error) -> String {
         }
     }
     line
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the host would be unstoppable except by SIGKILL; never resolve
+        // here and let the operator see the error in the log instead of a silent exit.
+        tracing::error!("cannot install SIGTERM/SIGINT handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
 }

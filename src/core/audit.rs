@@ -1,11 +1,14 @@
 //! Structured audit events: security-relevant decisions the host records (denials, rejections, limits),
 //! as data rather than log strings, so tests and operators can count and filter them.
 //!
-//! Shape shared with the IPC branch (`AuditEvent { source, kind }`, `source` = group folder); the
-//! egress events are one variant, [`AuditKind::Egress`]. Every event flattens into an [`AuditRecord`],
-//! the row of the `audit_events` table.
+//! `AuditEvent { source, kind }`, `source` = group folder. Egress events are one variant
+//! ([`AuditKind::Egress`]); the IPC watcher's denials, rejections and limits are the `Ipc*` variants.
+//! Every event flattens into an [`AuditRecord`], the row of the `audit_events` table.
 
 use serde::{Deserialize, Serialize};
+
+use crate::core::ipc::IpcRejection;
+use crate::core::ipc_auth::DenyReason;
 
 /// One audit event. `source` is the group folder the event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +22,22 @@ pub struct AuditEvent {
 pub enum AuditKind {
     /// A decision of the egress layer (nftables drop, proxy refusal, override lifecycle).
     Egress(EgressEvent),
+    /// An IPC command parsed but was not authorized (contract §8.11); it had no effect.
+    IpcDenied {
+        file: String,
+        command: &'static str,
+        reason: DenyReason,
+    },
+    /// An IPC file was refused before authorization and quarantined (or dropped when quarantine is full).
+    IpcRejected { file: String, reason: IpcRejection },
+    /// A group wrote files faster than its rate cap; the rest waits for a later pass.
+    IpcRateLimited { deferred_ms: u64 },
+    /// A group's directory holds more files than one pass takes; the rest waits.
+    IpcQueueOverflow { cap: usize },
+    /// A group's quarantine is full; rejected files are deleted instead of kept.
+    IpcQuarantineFull { file: String },
+    /// An entry of the IPC tree was skipped because it is unsafe to touch (symlinked directory, bad name).
+    IpcUnsafeEntry { path: String, reason: String },
 }
 
 /// An egress decision about one destination.
@@ -114,6 +133,15 @@ impl AuditEvent {
 
     /// The row for `audit_events`, stamped with `time`.
     pub fn record(&self, time: &str) -> AuditRecord {
+        let ipc = |kind: &str, destination: &str, decision: &str, detail: String| AuditRecord {
+            time: time.to_string(),
+            group: self.source.clone(),
+            run: None,
+            kind: kind.to_string(),
+            destination: (!destination.is_empty()).then(|| destination.to_string()),
+            decision: decision.to_string(),
+            detail: (!detail.is_empty()).then_some(detail),
+        };
         match &self.kind {
             AuditKind::Egress(e) => AuditRecord {
                 time: time.to_string(),
@@ -124,6 +152,35 @@ impl AuditEvent {
                 decision: e.decision.as_str().to_string(),
                 detail: (!e.reason.is_empty()).then(|| e.reason.clone()),
             },
+            AuditKind::IpcDenied {
+                file,
+                command,
+                reason,
+            } => ipc("ipc.denied", file, "deny", format!("{command}: {reason}")),
+            AuditKind::IpcRejected { file, reason } => {
+                ipc("ipc.rejected", file, "deny", reason.to_string())
+            }
+            AuditKind::IpcRateLimited { deferred_ms } => ipc(
+                "ipc.rate_limited",
+                "",
+                "defer",
+                format!("deferred {deferred_ms} ms"),
+            ),
+            AuditKind::IpcQueueOverflow { cap } => ipc(
+                "ipc.queue_overflow",
+                "",
+                "defer",
+                format!("more than {cap} files"),
+            ),
+            AuditKind::IpcQuarantineFull { file } => ipc(
+                "ipc.quarantine_full",
+                file,
+                "deny",
+                "quarantine full; rejected files are deleted".to_string(),
+            ),
+            AuditKind::IpcUnsafeEntry { path, reason } => {
+                ipc("ipc.unsafe_entry", path, "deny", reason.clone())
+            }
         }
     }
 
@@ -145,6 +202,28 @@ impl AuditEvent {
                         "egress allowed"
                     ),
                 }
+            }
+            AuditKind::IpcDenied {
+                file,
+                command,
+                reason,
+            } => {
+                tracing::warn!(target: "audit", source = %self.source, %file, command, %reason, "ipc command denied")
+            }
+            AuditKind::IpcRejected { file, reason } => {
+                tracing::warn!(target: "audit", source = %self.source, %file, %reason, "ipc file rejected")
+            }
+            AuditKind::IpcRateLimited { deferred_ms } => {
+                tracing::warn!(target: "audit", source = %self.source, deferred_ms, "ipc rate limit reached; deferring")
+            }
+            AuditKind::IpcQueueOverflow { cap } => {
+                tracing::warn!(target: "audit", source = %self.source, cap, "ipc queue over capacity; deferring the rest")
+            }
+            AuditKind::IpcQuarantineFull { file } => {
+                tracing::warn!(target: "audit", source = %self.source, %file, "ipc quarantine full; dropping rejected file")
+            }
+            AuditKind::IpcUnsafeEntry { path, reason } => {
+                tracing::warn!(target: "audit", source = %self.source, %path, %reason, "ipc entry skipped")
             }
         }
     }
@@ -187,6 +266,50 @@ mod tests {
         assert_eq!(
             (granted.run, granted.destination, granted.detail),
             (None, None, None)
+        );
+    }
+
+    #[test]
+    fn ipc_events_flatten_to_rows() {
+        let denied = AuditEvent::new(
+            "family",
+            AuditKind::IpcDenied {
+                file: "1.json".into(),
+                command: "schedule_task",
+                reason: DenyReason::UnregisteredTarget,
+            },
+        )
+        .record("t");
+        assert_eq!(denied.kind, "ipc.denied");
+        assert_eq!(denied.group, "family");
+        assert_eq!(denied.run, None);
+        assert_eq!(denied.destination.as_deref(), Some("1.json"));
+        assert_eq!(denied.decision, "deny");
+        assert_eq!(
+            denied.detail.as_deref(),
+            Some("schedule_task: target JID is not registered")
+        );
+        let limited =
+            AuditEvent::new("family", AuditKind::IpcRateLimited { deferred_ms: 160 }).record("t");
+        assert_eq!(
+            (
+                limited.kind.as_str(),
+                limited.decision.as_str(),
+                limited.destination
+            ),
+            ("ipc.rate_limited", "defer", None)
+        );
+        let rejected = AuditEvent::new(
+            "family",
+            AuditKind::IpcRejected {
+                file: "messages-2.json".into(),
+                reason: IpcRejection::TooLarge,
+            },
+        )
+        .record("t");
+        assert_eq!(
+            rejected.detail.as_deref(),
+            Some("file is larger than 131072 bytes")
         );
     }
 }

@@ -4,8 +4,12 @@
 pub mod audit;
 pub mod cursor;
 pub mod format;
+pub mod ipc;
+pub mod ipc_auth;
+pub mod mount_policy;
 pub mod redact;
 pub mod route;
+pub mod schedule;
 pub mod time;
 pub mod trigger;
 pub mod types;

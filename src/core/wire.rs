@@ -72,6 +72,32 @@ pub struct ContainerInput {
     pub is_scheduled_task: bool,
 }
 
+/// Agent settings nanoclaw's host may add to the run input. The original's runner ignores unknown
+/// keys, so the input stays readable by it. Absent keys mean the runner's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Model responses per query before the turn is given up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// The assistant's name (contract §1.2 ASSISTANT_NAME), for the system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assistant_name: Option<String>,
+}
+
+/// What nanoclaw's runner reads on stdin: the contract §7.7 object plus [`AgentOptions`], flat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerInput {
+    #[serde(flatten)]
+    pub input: ContainerInput,
+    #[serde(flatten)]
+    pub options: AgentOptions,
+}
+
 /// `status` of an output frame (contract §7.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,6 +142,24 @@ mod tests {
             serde_json::to_string(&input).unwrap(),
             r#"{"prompt":"p","groupFolder":"main","chatJid":"j","isMain":true}"#
         );
+    }
+
+    #[test]
+    fn runner_input_is_the_container_input_plus_options() {
+        let text = r#"{"prompt":"p","sessionId":"s","groupFolder":"g","chatJid":"j@g.us","isMain":false,"isScheduledTask":true,"model":"m","maxTurns":3}"#;
+        let parsed: RunnerInput = serde_json::from_str(text).unwrap();
+        assert!(parsed.input.is_scheduled_task);
+        assert_eq!(parsed.options.model.as_deref(), Some("m"));
+        assert_eq!(parsed.options.max_turns, Some(3));
+        assert_eq!(
+            serde_json::to_value(&parsed).unwrap(),
+            serde_json::from_str::<serde_json::Value>(text).unwrap()
+        );
+        // The plain contract object is a valid runner input.
+        let plain: RunnerInput =
+            serde_json::from_str(r#"{"prompt":"p","groupFolder":"g","chatJid":"j","isMain":true}"#)
+                .unwrap();
+        assert_eq!(plain.options, AgentOptions::default());
     }
 
     #[test]

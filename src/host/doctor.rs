@@ -338,16 +338,43 @@ fn check_image_fs(p: &Probe) -> Check {
     }
 }
 
+/// What the image path holds: a squashfs or erofs image (by magic), a runner tree, or `None`.
+fn image_kind(path: &std::path::Path) -> Option<&'static str> {
+    use std::io::{Read, Seek, SeekFrom};
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_dir() {
+        return path
+            .join("usr/bin/nanoclaw-runner")
+            .is_file()
+            .then_some("directory");
+    }
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 4];
+    f.read_exact(&mut head).ok()?;
+    if &head == b"hsqs" {
+        return Some("squashfs");
+    }
+    // erofs keeps its superblock at 1024; magic 0xE0F5E1E2, little-endian.
+    f.seek(SeekFrom::Start(1024)).ok()?;
+    f.read_exact(&mut head).ok()?;
+    (u32::from_le_bytes(head) == 0xE0F5_E1E2).then_some("erofs")
+}
+
 fn check_image(cfg: &Config) -> Check {
     const NAME: &str = "runner image";
     let path = &cfg.runs.image;
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() || m.is_dir() => Check::pass(NAME, path.display().to_string()),
-        _ => Check::fail(
+    let fix = "build it with runner-rootfs/build.sh --arch <arch> --out <path> and set runs.image";
+    match image_kind(path) {
+        Some(kind) => Check::pass(NAME, format!("{} ({kind})", path.display())),
+        None if path.exists() => Check::fail(
             NAME,
-            format!("{} not found", path.display()),
-            "build it with runner-rootfs/build.sh --arch <arch> --out <path> and set runs.image",
+            format!(
+                "{} is neither a squashfs/erofs image nor a tree with usr/bin/nanoclaw-runner",
+                path.display()
+            ),
+            fix,
         ),
+        None => Check::fail(NAME, format!("{} not found", path.display()), fix),
     }
 }
 
@@ -494,6 +521,32 @@ mod tests {
         let c = check_nftables(&p);
         assert!(c.ok, "{c}");
         assert!(c.detail.contains("module available"));
+    }
+
+    #[test]
+    fn image_check_recognises_squashfs_erofs_and_trees() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        let sq = tmp.path().join("runner.squashfs");
+        std::fs::write(&sq, b"hsqs\0\0\0\0").unwrap();
+        cfg.runs.image = sq;
+        assert!(check_image(&cfg).ok);
+        let erofs = tmp.path().join("runner.erofs");
+        let mut bytes = vec![0u8; 2048];
+        bytes[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
+        std::fs::write(&erofs, bytes).unwrap();
+        cfg.runs.image = erofs;
+        assert!(check_image(&cfg).ok);
+        let junk = tmp.path().join("junk");
+        std::fs::write(&junk, b"not an image").unwrap();
+        cfg.runs.image = junk;
+        assert!(!check_image(&cfg).ok);
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+        cfg.runs.image = tree.clone();
+        assert!(!check_image(&cfg).ok);
+        std::fs::write(tree.join("usr/bin/nanoclaw-runner"), b"").unwrap();
+        assert!(check_image(&cfg).ok);
     }
 
     #[test]

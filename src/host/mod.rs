@@ -3,7 +3,11 @@
 pub mod commands;
 pub mod config;
 pub mod doctor;
+pub mod effects;
+pub mod launcher;
 pub mod observability;
+pub mod router;
+pub mod run;
 pub mod systemd;
 
 /// Process exit codes, distinct per way the process can stop.

@@ -7,6 +7,7 @@
 mod audit;
 mod error;
 mod groups;
+mod handle;
 mod legacy;
 mod messages;
 pub mod migrations;
@@ -21,9 +22,10 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use audit::{AUDIT_LIST_CAP, OverrideRow};
 pub use error::{Result, StoreError};
+pub use handle::{StoreHandle, StoreHandleError};
 pub use legacy::LegacyImportReport;
 pub use migrations::{MIGRATIONS, Migration, MigrationReport};
-pub use state::Cursors;
+pub use state::{Cursors, KEY_LAST_AGENT_TIMESTAMP, KEY_LAST_TIMESTAMP};
 
 /// How long a writer waits for a lock held by another connection (e.g. an operator's `sqlite3`).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
