@@ -15,7 +15,7 @@ use crate::channel::Inbound;
 use crate::channel::whatsapp::inbound::{is_ignored, map_inbound};
 use crate::channel::whatsapp::jid::{lid_user, parse_chat, phone_chat, to_host_jid};
 use crate::channel::whatsapp::ops::WaOps;
-use crate::channel::whatsapp::{GroupSink, LinkState, WhatsAppError};
+use crate::channel::whatsapp::{GroupSink, GroupSubjects, LinkState, WhatsAppError};
 
 /// Replies kept while disconnected (contract §11.6 keeps an unbounded in-memory FIFO; we bound it).
 pub const OUTBOX_CAPACITY: usize = 256;
@@ -148,7 +148,10 @@ impl<O: WaOps> Adapter<O> {
                     && !subject.is_empty()
                     && let Some(sink) = &self.group_sink
                 {
-                    sink(vec![(to_host_jid(&update.group_jid), subject.clone())]);
+                    sink(GroupSubjects {
+                        groups: vec![(to_host_jid(&update.group_jid), subject.clone())],
+                        full_sync: false,
+                    });
                 }
             }
             _ => {}
@@ -357,7 +360,10 @@ impl<O: WaOps> Adapter<O> {
         match self.sync_groups(false).await {
             Ok(Some(groups)) => {
                 tracing::info!(groups = groups.len(), "whatsapp group subjects synced");
-                sink(groups);
+                sink(GroupSubjects {
+                    groups,
+                    full_sync: true,
+                });
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(cause = %e, "whatsapp group sync failed"),

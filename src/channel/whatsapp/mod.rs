@@ -34,10 +34,19 @@ use adapter::{Adapter, GROUP_SYNC_MAX_AGE};
 use auth::WaPaths;
 use ops::ClientOps;
 
-/// Receives group subjects `(jid, subject)` from syncs the channel starts itself (each connection
-/// open, the daily timer, subject-change notifications). Typically renames the chats rows and sets
-/// `__group_sync__` (contract §11.8). Called on a runtime thread: hand the work off, don't block.
-pub type GroupSink = Arc<dyn Fn(Vec<(String, String)>) + Send + Sync>;
+/// Group subjects the channel learned by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSubjects {
+    /// `(group jid, subject)`, non-empty subjects only.
+    pub groups: Vec<(String, String)>,
+    /// A full sync (each connection open, the daily timer): the host renames the chats rows and
+    /// sets `__group_sync__` (contract §11.8). `false` for one subject-change notification, which
+    /// renames its chat only.
+    pub full_sync: bool,
+}
+
+/// Receives [`GroupSubjects`]. Called on a runtime thread: hand the work off, don't block.
+pub type GroupSink = Arc<dyn Fn(GroupSubjects) + Send + Sync>;
 
 /// How long [`Channel::connect`] waits for the first open by default before returning while the
 /// channel keeps trying in the background.

@@ -21,7 +21,7 @@ use whatsapp_rust::wacore::types::events::{
 
 use super::adapter::{Adapter, GROUP_SYNC_MAX_AGE, OUTBOX_CAPACITY, Outgoing};
 use super::ops::{OpsError, WaOps};
-use super::{GroupSink, LinkState, WhatsAppError};
+use super::{GroupSink, GroupSubjects, LinkState, WhatsAppError};
 use crate::channel::{Channel, ChannelError, Inbound};
 
 /// Records every call; answers from its configuration.
@@ -92,14 +92,12 @@ impl WaOps for FakeOps {
     }
 }
 
-type Groupset = Vec<(String, String)>;
-
 struct Rig {
     adapter: Arc<Adapter<FakeOps>>,
     ops: Arc<FakeOps>,
     rx: mpsc::Receiver<Inbound>,
     /// Every batch the group sink received.
-    synced: Arc<Mutex<Vec<Groupset>>>,
+    synced: Arc<Mutex<Vec<GroupSubjects>>>,
 }
 
 fn rig_with(ops: FakeOps, last_sync: Option<chrono::DateTime<Utc>>) -> Rig {
@@ -451,7 +449,10 @@ async fn group_sync_honours_the_daily_cache_force_and_errors() {
     eventually("sync on open", || !r.synced.lock().unwrap().is_empty()).await;
     assert_eq!(
         r.synced.lock().unwrap()[0],
-        vec![("120363000000000002@g.us".to_string(), "Family".to_string())]
+        GroupSubjects {
+            groups: vec![("120363000000000002@g.us".to_string(), "Family".to_string())],
+            full_sync: true,
+        }
     );
     assert_eq!(r.ops.group_calls.load(Ordering::SeqCst), 1);
     assert_eq!(r.adapter.sync_groups(false).await.unwrap(), None, "cached");
@@ -510,10 +511,13 @@ async fn subject_change_notifications_reach_the_sink() {
     r.adapter.on_event(&Event::GroupUpdate(update)).await;
     assert_eq!(
         *r.synced.lock().unwrap(),
-        vec![vec![(
-            "120363000000000003@g.us".to_string(),
-            "Book club".to_string()
-        )]]
+        vec![GroupSubjects {
+            groups: vec![(
+                "120363000000000003@g.us".to_string(),
+                "Book club".to_string()
+            )],
+            full_sync: false,
+        }]
     );
 }
 
