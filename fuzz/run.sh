@@ -12,7 +12,7 @@ sanitizer="${FUZZ_SANITIZER:-none}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 
-targets=(ipc_parse ipc_auth)
+targets=(ipc_parse ipc_auth mount_policy)
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     if [ -d "seeds/$target" ]; then

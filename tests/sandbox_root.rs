@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nanoclaw::core::mount_policy::{MountAllowlist, MountPolicy};
 use nanoclaw::core::wire::{AdditionalMount, OUTPUT_END_MARKER, OUTPUT_START_MARKER};
 use nanoclaw::sandbox::mounts::{self, DataLayout, FsResolver};
-use nanoclaw::sandbox::protocol::{Event, Request, RunRequest};
+use nanoclaw::sandbox::protocol::{Event, ProcessExit, Request, RunRequest};
 use nanoclaw::sandbox::{
     Backend, ContainerSpec, LibcontainerBackend, LibcontainerConfig, RunEvent, RunLogSpec,
     RunOutcome, RunSpec, RunStatus, SandboxError,
@@ -791,6 +791,11 @@ struct RawHelper {
 
 impl RawHelper {
     fn spawn(env: &Env, run_id: &str, container: ContainerSpec) -> Self {
+        Self::spawn_with(env, run_id, container, b"")
+    }
+
+    /// `trailer` is written in the same `write` as the request line.
+    fn spawn_with(env: &Env, run_id: &str, container: ContainerSpec, trailer: &[u8]) -> Self {
         let cfg = env.backend.config();
         let (ours, theirs) = UnixStream::pair().unwrap();
         let fd = theirs.as_raw_fd();
@@ -821,6 +826,7 @@ impl RawHelper {
         }));
         let mut line = serde_json::to_vec(&req).unwrap();
         line.push(b'\n');
+        line.extend_from_slice(trailer);
         (&ours).write_all(&line).unwrap();
         ours.set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
@@ -867,6 +873,62 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
         assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_commands_work_even_when_early_or_when_runtime_state_is_gone() {
+    let Some(env) = env("stop") else { return };
+    // A kill sent before the run even started (read together with the request) is obeyed.
+    let run_a = format!("stop-a-{}", std::process::id());
+    let mut h = RawHelper::spawn_with(
+        &env,
+        &run_a,
+        env.container(&["sleep", "1000"]),
+        b"{\"cmd\":\"kill\"}\n",
+    );
+    let t0 = Instant::now();
+    let ev = h.wait_for(|e| matches!(e, Event::Exited { .. }));
+    assert!(
+        matches!(
+            ev,
+            Event::Exited {
+                exit: ProcessExit::Signal(9),
+                cleanup_error: None,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(h.child.wait().unwrap().success());
+
+    // libcontainer's state vanishes under a live run (an operator wiped /run): a kill still
+    // reaches every process of the run.
+    let run_b = format!("stop-b-{}", std::process::id());
+    let mut h = RawHelper::spawn(&env, &run_b, env.container(&["sleep", "1000"]));
+    h.wait_for(|e| matches!(e, Event::Started));
+    let pids = run_pids(&env, &run_b);
+    fs::remove_dir_all(env.backend.config().state_root.join(&run_b).join("lc")).unwrap();
+    h.control
+        .get_mut()
+        .write_all(b"{\"cmd\":\"kill\"}\n")
+        .unwrap();
+    let ev = h.wait_for(|e| matches!(e, Event::Exited { .. }));
+    assert!(
+        matches!(
+            ev,
+            Event::Exited {
+                exit: ProcessExit::Signal(9),
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert!(h.child.wait().unwrap().success());
+    wait_until("run gone", Duration::from_secs(5), || {
+        pids.iter().all(|p| !is_alive(*p))
+    });
+    env.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,12 +1,17 @@
-//! Schedule values (contract §6.1, §6.2, §6.12, fix §12.24): one parser shared by the IPC command
-//! validator and the scheduler, so a value the host accepted over IPC is always one the scheduler can run.
+//! Schedule values (contract §6.1, §6.2, §6.12, fix §12.24): the one parser shared by the IPC command
+//! validator and the scheduler, so a value the host accepted over IPC is always one the scheduler can run,
+//! with the same next run.
 //!
 //! - `cron`: 5 fields (or 6 with leading seconds), names, ranges, steps, lists and the macros the
-//!   original's cron library knew; evaluated in the configured zone; the next fire is strictly after now.
-//! - `interval`: positive milliseconds as plain decimal digits. The original took the leading integer of
-//!   any string (`"300000abc"`); we reject anything that is not all digits and log the reason.
-//! - `once`: RFC 3339 with an offset; ISO date-time without one (wall time in the configured zone); or a
-//!   bare date (UTC midnight, as JavaScript read it). Everything else is rejected.
+//!   original's cron library knew; day-of-month and day-of-week combine with OR when both are restricted,
+//!   Sunday is 0 or 7. Evaluated by `croner` in the configured zone; the next fire is strictly after now. A
+//!   fixed-time job whose wall time falls into a spring-forward gap runs at the first instant after the
+//!   gap, and one in a fall-back overlap runs once.
+//! - `interval`: milliseconds with JavaScript `parseInt` semantics, as the original (`"300000abc"` →
+//!   300000, `"3.5"` → 3); the result must be positive and at most [`MAX_INTERVAL_MS`].
+//! - `once`: RFC 3339 with `Z` or an offset (seconds optional); ISO date-time without one (wall time in
+//!   the configured zone, `T` or space separated); or a bare date (UTC midnight, as JavaScript read it).
+//!   Everything else is rejected rather than guessed at.
 
 use std::str::FromStr;
 
@@ -39,11 +44,13 @@ pub enum ScheduleError {
     /// the cron expression never fires after the given time
     #[error("cron expression {0:?} has no future occurrence")]
     CronNeverFires(String),
-    /// the interval is not a positive decimal number of milliseconds in range
-    #[error("invalid interval {0:?}: expected positive milliseconds as decimal digits")]
+    /// the interval does not start with a positive number of milliseconds in range
+    #[error("invalid interval {0:?}: expected a positive number of milliseconds")]
     BadInterval(String),
     /// the once value is not an accepted date-time
-    #[error("invalid once value {0:?}: expected RFC 3339, ISO local date-time or YYYY-MM-DD")]
+    #[error(
+        "invalid once value {0:?}: expected an ISO date-time with or without offset (e.g. 2026-02-01T15:30:00), or YYYY-MM-DD"
+    )]
     BadOnce(String),
 }
 
@@ -101,8 +108,15 @@ pub fn parse_cron(value: &str) -> Result<Cron, ScheduleError> {
         value: truncate(value),
         reason,
     };
-    // croner panics on nothing we feed it, but its search can be slow on absurd inputs; the length cap
-    // above bounds that.
+    // An empty list item (`,`, `1,,2`) makes croner drop it silently; a field made only of such items
+    // matches nothing, and the never-firing search below then walks minute by minute to year 5000
+    // (found by fuzzing: ~1 s of CPU per command). Refuse them outright.
+    if expanded
+        .split_whitespace()
+        .any(|field| field.split(',').any(str::is_empty))
+    {
+        return Err(bad("empty item in a list".into()));
+    }
     let cron = CronParser::builder()
         .seconds(Seconds::Optional)
         .year(Year::Disallowed)
@@ -119,13 +133,24 @@ pub fn parse_cron(value: &str) -> Result<Cron, ScheduleError> {
     Ok(cron)
 }
 
-/// Parses an interval: decimal digits only, positive, at most [`MAX_INTERVAL_MS`].
+/// Parses an interval like JavaScript `parseInt(value, 10)`: optional leading whitespace and sign, then
+/// the digits up to the first non-digit. The result must be positive and at most [`MAX_INTERVAL_MS`].
 pub fn parse_interval(value: &str) -> Result<i64, ScheduleError> {
     let bad = || ScheduleError::BadInterval(truncate(value));
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+    let s = value.trim_start();
+    let (negative, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let end = digits
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    if end == 0 || negative {
         return Err(bad());
     }
-    let ms = i64::from_str(value).map_err(|_| bad())?;
+    let ms = i64::from_str(&digits[..end]).map_err(|_| bad())?;
     if ms <= 0 || ms > MAX_INTERVAL_MS {
         return Err(bad());
     }
@@ -135,16 +160,33 @@ pub fn parse_interval(value: &str) -> Result<i64, ScheduleError> {
 /// Parses a `once` value (see the module docs for the accepted forms).
 pub fn parse_once(value: &str) -> Result<OnceAt, ScheduleError> {
     let bad = || ScheduleError::BadOnce(truncate(value));
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+    let s = value.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(OnceAt::Instant(t.with_timezone(&Utc)));
     }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(value, format) {
+    // RFC 3339 wants seconds; JavaScript does not.
+    for format in ["%Y-%m-%dT%H:%M%:z", "%Y-%m-%dT%H:%M%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, format) {
+            return Ok(OnceAt::Instant(t.with_timezone(&Utc)));
+        }
+    }
+    if let Some(rest) = s.strip_suffix(['Z', 'z'])
+        && let Ok(naive) = NaiveDateTime::parse_from_str(rest, "%Y-%m-%dT%H:%M")
+    {
+        return Ok(OnceAt::Instant(Utc.from_utc_datetime(&naive)));
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(s, format) {
             return Ok(OnceAt::Local(naive));
         }
     }
-    if value.len() == 10
-        && let Ok(date) = NaiveDate::parse_from_str(value, "%Y-%m-%d")
+    if s.len() == 10
+        && let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
     {
         let midnight = date.and_hms_opt(0, 0, 0).ok_or_else(bad)?;
         return Ok(OnceAt::Instant(Utc.from_utc_datetime(&midnight)));
@@ -231,70 +273,202 @@ mod tests {
             .unwrap())
     }
 
-    #[test]
-    fn cron_next_fire_times() {
-        let ny = chrono_tz::America::New_York;
-        // 09:00 New York = 14:00 UTC in winter.
-        assert_eq!(
-            first("cron", "0 9 * * *", "2026-02-10T15:00:00Z", ny),
-            "2026-02-11T14:00:00.000Z"
-        );
-        // Strictly after now: exactly at a fire time gives the next one.
-        assert_eq!(
-            first("cron", "0 9 * * *", "2026-02-11T14:00:00Z", ny),
-            "2026-02-12T14:00:00.000Z"
-        );
-        // Sunday as 7 and as 0 and as a name.
-        for dow in ["7", "0", "sun"] {
+    /// `(expression, now, zone, expected next fire)`, each checked by [`first`].
+    fn check_cron(cases: &[(&str, &str, Tz, &str)]) {
+        for &(expr, now, tz, want) in cases {
             assert_eq!(
-                first(
-                    "cron",
-                    &format!("0 12 * * {dow}"),
-                    "2026-02-10T00:00:00Z",
-                    chrono_tz::UTC
-                ),
-                "2026-02-15T12:00:00.000Z",
-                "dow {dow}"
+                first("cron", expr, now, tz),
+                want,
+                "{expr:?} after {now} in {tz}"
             );
         }
-        // Day-of-month OR day-of-week (vixie semantics): the 13th or any Friday.
-        assert_eq!(
-            first("cron", "0 0 13 * 5", "2026-02-01T00:00:00Z", chrono_tz::UTC),
-            "2026-02-06T00:00:00.000Z"
-        );
-        // Optional seconds field and macros.
-        assert_eq!(
-            first(
-                "cron",
-                "30 0 9 * * *",
-                "2026-02-10T00:00:00Z",
-                chrono_tz::UTC
-            ),
-            "2026-02-10T09:00:30.000Z"
-        );
-        assert_eq!(
-            first("cron", "@daily", "2026-02-10T05:00:00Z", chrono_tz::UTC),
-            "2026-02-11T00:00:00.000Z"
-        );
-        // 2026-02-14 is a Saturday.
-        assert_eq!(
-            first("cron", "@weekdays", "2026-02-14T05:00:00Z", chrono_tz::UTC),
-            "2026-02-16T00:00:00.000Z"
-        );
-        assert_eq!(
-            first("cron", "@weekends", "2026-02-10T05:00:00Z", chrono_tz::UTC),
-            "2026-02-14T00:00:00.000Z"
-        );
     }
 
     #[test]
-    fn cron_across_dst_spring_forward() {
-        let ny = chrono_tz::America::New_York;
-        // 2026-03-08: 02:00 EST jumps to 03:00 EDT. 09:00 local is 14:00 UTC before, 13:00 UTC after.
-        assert_eq!(
-            first("cron", "0 9 * * *", "2026-03-07T15:00:00Z", ny),
-            "2026-03-08T13:00:00.000Z"
-        );
+    fn contract_6_1_cron_known_next_fire_times() {
+        let (utc_tz, ny) = (Tz::UTC, chrono_tz::America::New_York);
+        check_cron(&[
+            // 09:00 New York = 14:00 UTC in winter.
+            (
+                "0 9 * * *",
+                "2026-02-10T15:00:00Z",
+                ny,
+                "2026-02-11T14:00:00.000Z",
+            ),
+            // Strictly after now: exactly at a fire time gives the next one.
+            (
+                "0 9 * * *",
+                "2026-02-11T14:00:00Z",
+                ny,
+                "2026-02-12T14:00:00.000Z",
+            ),
+            (
+                "0 12 * * *",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-04T12:00:00.000Z",
+            ),
+            // Saturday 2026-01-03 → weekdays at 09:00 → Monday 2026-01-05.
+            (
+                "0 9 * * 1-5",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-05T09:00:00.000Z",
+            ),
+            (
+                "*/15 * * * *",
+                "2026-01-03T12:07:00Z",
+                utc_tz,
+                "2026-01-03T12:15:00.000Z",
+            ),
+            // Sunday as 7, as 0 and as a name; month names (2026-01-04 and 2026-02-15 are Sundays).
+            (
+                "0 12 * * 7",
+                "2026-02-10T00:00:00Z",
+                utc_tz,
+                "2026-02-15T12:00:00.000Z",
+            ),
+            (
+                "0 12 * * 0",
+                "2026-02-10T00:00:00Z",
+                utc_tz,
+                "2026-02-15T12:00:00.000Z",
+            ),
+            (
+                "0 12 * * sun",
+                "2026-02-10T00:00:00Z",
+                utc_tz,
+                "2026-02-15T12:00:00.000Z",
+            ),
+            (
+                "0 8 * * 7",
+                "2026-01-03T00:00:00Z",
+                utc_tz,
+                "2026-01-04T08:00:00.000Z",
+            ),
+            (
+                "0 8 * jan sun",
+                "2026-01-03T00:00:00Z",
+                utc_tz,
+                "2026-01-04T08:00:00.000Z",
+            ),
+            // Day-of-month OR day-of-week (vixie semantics): the 13th or any Friday.
+            (
+                "0 0 13 * 5",
+                "2026-02-01T00:00:00Z",
+                utc_tz,
+                "2026-02-06T00:00:00.000Z",
+            ),
+            (
+                "0 0 13 * 5",
+                "2026-01-03T00:00:00Z",
+                utc_tz,
+                "2026-01-09T00:00:00.000Z",
+            ),
+            // Optional leading seconds field.
+            (
+                "30 0 9 * * *",
+                "2026-02-10T00:00:00Z",
+                utc_tz,
+                "2026-02-10T09:00:30.000Z",
+            ),
+            (
+                "30 0 9 * * *",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-04T09:00:30.000Z",
+            ),
+            // Macros, including cron-parser's own (2026-02-14 is a Saturday).
+            (
+                "@daily",
+                "2026-02-10T05:00:00Z",
+                utc_tz,
+                "2026-02-11T00:00:00.000Z",
+            ),
+            (
+                "@daily",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-04T00:00:00.000Z",
+            ),
+            (
+                "@hourly",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-03T13:00:00.000Z",
+            ),
+            (
+                "@weekly",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-04T00:00:00.000Z",
+            ),
+            (
+                "@weekdays",
+                "2026-02-14T05:00:00Z",
+                utc_tz,
+                "2026-02-16T00:00:00.000Z",
+            ),
+            (
+                "@weekdays",
+                "2026-01-03T12:00:00Z",
+                utc_tz,
+                "2026-01-05T00:00:00.000Z",
+            ),
+            (
+                "@weekends",
+                "2026-02-10T05:00:00Z",
+                utc_tz,
+                "2026-02-14T00:00:00.000Z",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn contract_6_1_cron_is_evaluated_in_the_configured_zone_across_dst() {
+        let (ny, berlin) = (chrono_tz::America::New_York, chrono_tz::Europe::Berlin);
+        check_cron(&[
+            // 09:00 local is 14:00Z in winter (EST), 13:00Z after the 2026-03-08 spring-forward (EDT).
+            (
+                "0 9 * * *",
+                "2026-03-06T15:00:00Z",
+                ny,
+                "2026-03-07T14:00:00.000Z",
+            ),
+            (
+                "0 9 * * *",
+                "2026-03-07T15:00:00Z",
+                ny,
+                "2026-03-08T13:00:00.000Z",
+            ),
+            // 02:30 does not exist on 2026-03-08: the job runs at the first instant after the gap.
+            (
+                "30 2 * * *",
+                "2026-03-08T05:00:00Z",
+                ny,
+                "2026-03-08T07:00:00.000Z",
+            ),
+            // 01:30 happens twice on 2026-11-01: the job runs once (the first, EDT), next day at EST.
+            (
+                "30 1 * * *",
+                "2026-11-01T04:00:00Z",
+                ny,
+                "2026-11-01T05:30:00.000Z",
+            ),
+            (
+                "30 1 * * *",
+                "2026-11-01T05:30:00Z",
+                ny,
+                "2026-11-02T06:30:00.000Z",
+            ),
+            // Hourly jobs keep firing every real hour through the fall-back.
+            (
+                "0 * * * *",
+                "2026-10-25T00:30:00Z",
+                berlin,
+                "2026-10-25T01:00:00.000Z",
+            ),
+        ]);
         let s = parse_schedule("cron", "0 9 * * *").unwrap();
         assert_eq!(
             iso(s.after_run(utc("2026-03-08T13:00:00Z"), ny).unwrap()),
@@ -303,108 +477,169 @@ mod tests {
     }
 
     #[test]
-    fn cron_rejections() {
+    fn contract_6_1_cron_rejects_invalid_expressions() {
         for bad in [
+            "",
             "not a cron",
+            "not cron",
             "* * *",
+            "* * * *",
             "61 * * * *",
+            "0 25 * * *",
             "* * * * * * *",
-            "0 0 30 2 *",
+            "0 0 1 1 * 2026",
             "@fortnightly",
         ] {
             assert!(
-                matches!(
-                    parse_schedule("cron", bad),
-                    Err(ScheduleError::BadCron { .. } | ScheduleError::CronNeverFires(_))
-                ),
-                "{bad:?} should be rejected"
+                matches!(parse_cron(bad), Err(ScheduleError::BadCron { .. })),
+                "{bad:?} should be rejected as unparsable"
             );
         }
+        // Parses, but February has no 30th.
+        assert_eq!(
+            parse_schedule("cron", "0 0 30 2 *").unwrap_err(),
+            ScheduleError::CronNeverFires("0 0 30 2 *".into())
+        );
         assert_eq!(
             parse_schedule("cron", "  ").unwrap_err(),
             ScheduleError::Empty
         );
+        // Empty list items are refused before croner sees them (they drop silently there, and a field of
+        // nothing but them never fires).
+        for bad in [
+            "0 , 4 * * 1-5",
+            "* , * * *",
+            "0 1,,2 * * *",
+            ", * * * * *",
+            "0 0 * * 1,",
+        ] {
+            assert!(
+                matches!(parse_schedule("cron", bad), Err(ScheduleError::BadCron { ref reason, .. }) if reason == "empty item in a list"),
+                "{bad:?}"
+            );
+        }
         assert_eq!(
             parse_schedule("cron", &"1".repeat(300)).unwrap_err(),
             ScheduleError::TooLong
         );
     }
 
+    /// Fuzzing found a cron value whose never-firing search took ~1 s of CPU (13 s instrumented); every
+    /// value must now be decided fast, including day-level patterns that never fire.
     #[test]
-    fn interval_values() {
-        assert_eq!(parse_interval("3600000"), Ok(3_600_000));
+    fn never_firing_patterns_are_decided_fast() {
+        for value in [
+            "0            ,                     4 * * 1-5",
+            "0 0 30 2 *",
+            "0 0 31 4,6,9,11 *",
+            "0 0 30W 2 *",
+        ] {
+            let start = std::time::Instant::now();
+            assert!(parse_schedule("cron", value).is_err(), "{value:?}");
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "{value:?} took {:?}",
+                start.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn contract_6_1_interval_uses_leading_integer_semantics() {
+        for (value, ms) in [
+            ("3600000", 3_600_000),
+            ("300000", 300_000),
+            ("300000abc", 300_000),
+            ("3.5", 3),
+            (" 5", 5),
+            ("  42", 42),
+            ("+7", 7),
+        ] {
+            assert_eq!(parse_interval(value), Ok(ms), "{value:?}");
+        }
         for bad in [
             "0",
             "-5",
             "abc",
-            "300000abc",
-            "3.5",
-            " 5",
             "",
+            " ",
             "99999999999999999999",
+            "99999999999999999999999",
         ] {
             assert!(parse_interval(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
-            first("interval", "60000", "2026-02-10T00:00:00Z", chrono_tz::UTC),
+            first("interval", "60000", "2026-02-10T00:00:00Z", Tz::UTC),
             "2026-02-10T00:01:00.000Z"
         );
     }
 
     #[test]
-    fn once_values() {
+    fn contract_6_1_once_value_formats_and_zones() {
         let berlin = chrono_tz::Europe::Berlin;
         let now = "2026-01-01T00:00:00Z";
-        assert_eq!(
-            first("once", "2026-02-01T15:30:00Z", now, berlin),
-            "2026-02-01T15:30:00.000Z"
-        );
-        assert_eq!(
-            first("once", "2026-02-01T15:30:00+02:00", now, berlin),
-            "2026-02-01T13:30:00.000Z"
-        );
-        // No offset: wall time in the zone (Berlin is UTC+1 in February).
-        assert_eq!(
-            first("once", "2026-02-01T15:30:00", now, berlin),
-            "2026-02-01T14:30:00.000Z"
-        );
-        assert_eq!(
-            first("once", "2026-02-01T15:30", now, berlin),
-            "2026-02-01T14:30:00.000Z"
-        );
-        // Bare date: UTC midnight, as the original.
-        assert_eq!(
-            first("once", "2026-02-01", now, berlin),
-            "2026-02-01T00:00:00.000Z"
-        );
-        // In the DST gap (02:30 does not exist on 2026-03-29 in Berlin): moved forward.
-        assert_eq!(
-            first("once", "2026-03-29T02:30:00", now, berlin),
-            "2026-03-29T01:30:00.000Z"
-        );
-        // Past values are kept: the task fires at once.
-        assert_eq!(
-            first("once", "2020-01-01T00:00:00Z", now, berlin),
-            "2020-01-01T00:00:00.000Z"
-        );
+        for (value, want) in [
+            ("2026-02-01T15:30:00Z", "2026-02-01T15:30:00.000Z"),
+            ("2026-02-01T15:30:00+02:00", "2026-02-01T13:30:00.000Z"),
+            ("2026-02-01T15:30:00.250+02:00", "2026-02-01T13:30:00.250Z"),
+            ("2026-02-01T15:30Z", "2026-02-01T15:30:00.000Z"),
+            // No offset: wall time in the zone (CET = UTC+1 in February, CEST = UTC+2 in July).
+            ("2026-02-01T15:30:00", "2026-02-01T14:30:00.000Z"),
+            ("2026-02-01T15:30", "2026-02-01T14:30:00.000Z"),
+            ("2026-07-01T15:30", "2026-07-01T13:30:00.000Z"),
+            ("2026-07-01 15:30:00", "2026-07-01T13:30:00.000Z"),
+            // Bare date: UTC midnight, as JavaScript's Date read it.
+            ("2026-02-01", "2026-02-01T00:00:00.000Z"),
+            // DST gap (02:30 does not exist on 2026-03-29 in Berlin): moved forward by the gap.
+            ("2026-03-29T02:30:00", "2026-03-29T01:30:00.000Z"),
+            // DST overlap (02:30 happens twice on 2026-10-25): the earlier instant.
+            ("2026-10-25T02:30:00", "2026-10-25T00:30:00.000Z"),
+            // Past values are kept: the task fires at once.
+            ("2020-01-01T00:00:00Z", "2020-01-01T00:00:00.000Z"),
+        ] {
+            assert_eq!(first("once", value, now, berlin), want, "{value:?}");
+        }
         for bad in [
             "not-a-date",
+            "tomorrow",
+            "",
             "Feb 1, 2026 3:30 PM",
             "2026-13-01",
             "2026-02-01T25:00:00",
             "1700000000000",
+            "1738423800000",
         ] {
             assert!(
                 matches!(parse_once(bad), Err(ScheduleError::BadOnce(_))),
                 "{bad:?}"
             );
         }
-        let once = parse_schedule("once", "2026-02-01T00:00:00Z").unwrap();
-        assert_eq!(once.after_run(utc(now), berlin), None);
     }
 
     #[test]
-    fn unknown_type_is_rejected() {
+    fn contract_6_12_next_run_after_a_run() {
+        let tz = Tz::UTC;
+        let done = utc("2026-01-03T12:07:30.000Z");
+        let cron = parse_schedule("cron", "0 * * * *").unwrap();
+        assert_eq!(
+            iso(cron.after_run(done, tz).unwrap()),
+            "2026-01-03T13:00:00.000Z"
+        );
+        let interval = parse_schedule("interval", "60000").unwrap();
+        assert_eq!(
+            iso(interval.after_run(done, tz).unwrap()),
+            "2026-01-03T12:08:30.000Z"
+        );
+        let once = parse_schedule("once", "2026-01-03T12:00:00Z").unwrap();
+        assert_eq!(once.after_run(done, tz), None);
+        assert_eq!(
+            iso(once.first_run(done, tz).unwrap()),
+            "2026-01-03T12:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn contract_12_24_unknown_schedule_type_is_rejected() {
         assert_eq!(
             parse_schedule("weekly", "x").unwrap_err(),
             ScheduleError::UnknownType("weekly".into())

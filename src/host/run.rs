@@ -36,6 +36,8 @@ use crate::store::{Store, StoreHandle};
 pub const INBOUND_BUFFER: usize = 256;
 /// Audit events buffered for the database writer.
 pub const AUDIT_BUFFER: usize = 1024;
+/// How long shutdown waits for queued audit events to reach the database.
+pub const AUDIT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the maintenance tick runs (egress counters, overrides, `PRAGMA optimize` cadence).
 pub const MAINTENANCE_TICK: Duration = Duration::from_secs(30);
 
@@ -373,10 +375,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     {
         tracing::warn!(cause = %err, "egress shutdown incomplete");
     }
+    // Every audit sender lives in something dropped here (the queue holds the launcher, which holds the
+    // egress); the writer drains what is queued and ends when the last sender is gone.
+    drop(scheduler);
+    drop(queue);
+    drop(router);
     drop(egress);
     drop(audit);
     drop(inbound_tx);
-    let _ = tokio::task::spawn_blocking(move || audit_writer.join()).await;
+    let joined = tokio::time::timeout(
+        AUDIT_DRAIN_TIMEOUT,
+        tokio::task::spawn_blocking(move || audit_writer.join()),
+    )
+    .await;
+    if joined.is_err() {
+        tracing::warn!("audit writer still busy at exit; unwritten events are in the log only");
+    }
     if let Some(root) = runner_root
         && let Err(e) = root.unmount()
     {

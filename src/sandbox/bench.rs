@@ -61,6 +61,8 @@ pub struct BenchReport {
     pub lifecycle: Stats,
     /// `crun run` wall time (create, start, wait, delete), if crun was available.
     pub crun: Option<Stats>,
+    /// `crun create` + `crun start` wall time.
+    pub crun_create_start: Option<Stats>,
     /// Why crun was not measured, if it was not.
     pub crun_skipped: Option<String>,
     /// How crun was run, if not like nanoclaw (e.g. without cgroups on a hybrid host).
@@ -81,56 +83,47 @@ pub struct BenchReport {
 
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let row = |f: &mut std::fmt::Formatter<'_>, name: &str, s: &Stats| {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            writeln!(
+                f,
+                "{name:<40} {:>8.1}ms {:>8.1}ms",
+                ms(s.median()),
+                ms(s.percentile(95))
+            )
+        };
         writeln!(
             f,
             "sandbox benchmark ({} runs of /bin/true)",
             self.lifecycle.samples.len()
         )?;
-        writeln!(f, "{:<38} {:>10} {:>10}", "", "median", "p95")?;
-        writeln!(
+        writeln!(f, "{:<40} {:>10} {:>10}", "", "median", "p95")?;
+        row(
             f,
-            "{:<38} {:>8.1}ms {:>8.1}ms",
             "nanoclaw create+start (helper incl.)",
-            ms(self.create_start.median()),
-            ms(self.create_start.percentile(95))
+            &self.create_start,
         )?;
-        writeln!(
+        row(f, "nanoclaw full lifecycle", &self.lifecycle)?;
+        row(f, "  in the helper: create", &self.helper_create)?;
+        row(
             f,
-            "{:<38} {:>8.1}ms {:>8.1}ms",
-            "nanoclaw full lifecycle",
-            ms(self.lifecycle.median()),
-            ms(self.lifecycle.percentile(95))
+            "    of which nanoclaw's own checks",
+            &self.helper_prepare,
         )?;
+        row(f, "  in the helper: start to exec", &self.helper_start)?;
+        row(f, "  in the helper: delete + cleanup", &self.helper_cleanup)?;
         match (&self.crun, &self.crun_skipped) {
             (Some(c), _) => {
-                writeln!(
-                    f,
-                    "{:<38} {:>8.1}ms {:>8.1}ms",
-                    "crun run (full lifecycle)",
-                    ms(c.median()),
-                    ms(c.percentile(95))
-                )?;
+                if let Some(cs) = &self.crun_create_start {
+                    row(f, "crun create + crun start", cs)?;
+                }
+                row(f, "crun run (full lifecycle)", c)?;
                 if let Some(note) = &self.crun_note {
-                    writeln!(f, "  crun note: {note}")?;
+                    writeln!(f, "  note: {note}")?;
                 }
             }
             (None, Some(why)) => writeln!(f, "crun: skipped ({why})")?,
             (None, None) => {}
-        }
-        for (name, s) in [
-            ("  of which helper: create", &self.helper_create),
-            ("    of which nanoclaw's checks", &self.helper_prepare),
-            ("  of which helper: start to exec", &self.helper_start),
-            ("  of which helper: delete + cleanup", &self.helper_cleanup),
-        ] {
-            writeln!(
-                f,
-                "{:<38} {:>8.1}ms {:>8.1}ms",
-                name,
-                ms(s.median()),
-                ms(s.percentile(95))
-            )?;
         }
         writeln!(f, "host peak RSS:   {} KiB", self.host_max_rss_kib)?;
         writeln!(f, "helper peak RSS: {} KiB", self.helper_max_rss_kib)
@@ -198,17 +191,21 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, SandboxError> {
     match &opts.crun {
         Some(crun) if crun.exists() => {
             match crun_runs(crun, &container, &opts.backend, opts.runs, false).await {
-                Ok(s) => report.crun = Some(s),
+                Ok((whole, split)) => {
+                    report.crun = Some(whole);
+                    report.crun_create_start = Some(split);
+                }
                 // crun refuses v1 hybrid hosts whose cgroup2 mount has controllers; hide that
                 // mount in a private mount namespace so it runs in plain v1 mode.
                 Err(e) if e.contains("hybrid") => {
                     match crun_runs(crun, &container, &opts.backend, opts.runs, true).await {
-                        Ok(s) => {
-                            report.crun = Some(s);
+                        Ok((whole, split)) => {
+                            report.crun = Some(whole);
+                            report.crun_create_start = Some(split);
                             let overhead = wrapper_overhead(opts.runs).await;
                             report.crun_note = Some(format!(
                                 "hybrid host: crun ran under `unshare -m` with the cgroup2 mount hidden; \
-                                 that wrapper alone takes {:.1}ms (median), included above",
+                                 that wrapper alone takes {:.1}ms (median), included above once per crun call",
                                 overhead.median().as_secs_f64() * 1000.0
                             ));
                         }
@@ -253,56 +250,111 @@ async fn wrapper_overhead(runs: usize) -> Stats {
     Stats::from(samples)
 }
 
-/// The same bundle (our generated spec, same image), run with `crun run`.
+/// One crun invocation; `Err` carries its stderr. stderr goes to a file, not a pipe: after
+/// `crun create` the container's init keeps crun's stdio open until it is started.
+async fn crun_cmd(
+    crun: &Path,
+    hide_unified: bool,
+    state: &Path,
+    args: &[&std::ffi::OsStr],
+) -> Result<(), String> {
+    let err_path = state.with_extension("stderr");
+    let err_file = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
+    let mut cmd = if hide_unified {
+        let mut c = tokio::process::Command::new("unshare");
+        c.args(HIDE_UNIFIED).arg(crun);
+        c
+    } else {
+        tokio::process::Command::new(crun)
+    };
+    let status = cmd
+        .arg("--root")
+        .arg(state)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(err_file))
+        .status()
+        .await
+        .map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "crun {} failed: {}",
+            args.first()
+                .map(|a| a.to_string_lossy())
+                .unwrap_or_default(),
+            std::fs::read_to_string(&err_path)
+                .unwrap_or_default()
+                .trim()
+        ))
+    }
+}
+
+/// The same bundle (our generated spec, same image) with crun: `crun run` (whole lifecycle), and
+/// `crun create` + `crun start` (start latency; `crun delete -f` afterwards, untimed).
 async fn crun_runs(
     crun: &Path,
     container: &ContainerSpec,
     cfg: &LibcontainerConfig,
     runs: usize,
     hide_unified: bool,
-) -> Result<Stats, String> {
+) -> Result<(Stats, Stats), String> {
     let dir = cfg
         .state_root
         .join(format!("bench-crun-{}", std::process::id()));
     let bundle = dir.join("bundle");
+    let state = dir.join("state");
     std::fs::create_dir_all(&bundle).map_err(|e| e.to_string())?;
     let result = async {
-        let mut samples = Vec::new();
+        let (mut whole, mut create_start) = (Vec::new(), Vec::new());
         for i in 0..runs {
-            let id = format!("nanoclaw-bench-crun-{}-{i}", std::process::id());
-            let cgroups_path = format!("/{}-crun/{id}", cfg.cgroup_parent.trim_matches('/'));
-            let oci = spec::generate(container, &cgroups_path, true).map_err(|e| e.to_string())?;
-            oci.save(bundle.join("config.json"))
-                .map_err(|e| e.to_string())?;
-            let t0 = Instant::now();
-            let mut cmd = if hide_unified {
-                let mut c = tokio::process::Command::new("unshare");
-                c.args(HIDE_UNIFIED).arg(crun);
-                c
-            } else {
-                tokio::process::Command::new(crun)
-            };
-            let status = cmd
-                .arg("--root")
-                .arg(dir.join("state"))
-                .args(["run", "-b"])
-                .arg(&bundle)
-                .arg(&id)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output()
-                .await
-                .map_err(|e| e.to_string())?;
-            if !status.status.success() {
-                return Err(format!(
-                    "crun run failed: {}",
-                    String::from_utf8_lossy(&status.stderr).trim()
-                ));
+            for split in [false, true] {
+                let id = format!("nanoclaw-bench-crun-{}-{i}-{split}", std::process::id());
+                let cgroups_path = format!("/{}-crun/{id}", cfg.cgroup_parent.trim_matches('/'));
+                let oci =
+                    spec::generate(container, &cgroups_path, true).map_err(|e| e.to_string())?;
+                oci.save(bundle.join("config.json"))
+                    .map_err(|e| e.to_string())?;
+                let idos = std::ffi::OsStr::new(&id);
+                let t0 = Instant::now();
+                if split {
+                    let created = crun_cmd(
+                        crun,
+                        hide_unified,
+                        &state,
+                        &["create".as_ref(), "-b".as_ref(), bundle.as_os_str(), idos],
+                    )
+                    .await;
+                    let started = match created {
+                        Ok(()) => {
+                            crun_cmd(crun, hide_unified, &state, &["start".as_ref(), idos]).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    create_start.push(t0.elapsed());
+                    let _ = crun_cmd(
+                        crun,
+                        hide_unified,
+                        &state,
+                        &["delete".as_ref(), "-f".as_ref(), idos],
+                    )
+                    .await;
+                    started?;
+                } else {
+                    crun_cmd(
+                        crun,
+                        hide_unified,
+                        &state,
+                        &["run".as_ref(), "-b".as_ref(), bundle.as_os_str(), idos],
+                    )
+                    .await?;
+                    whole.push(t0.elapsed());
+                }
             }
-            samples.push(t0.elapsed());
         }
-        Ok(Stats::from(samples))
+        Ok((Stats::from(whole), Stats::from(create_start)))
     }
     .await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -453,7 +453,12 @@ impl RunCtx {
             .ok_or("libcontainer reported no init pid")?;
         let pidfd = pidfd_open(pid).map_err(|e| format!("pidfd_open: {e}"));
         let fail = |container: &mut Container, reason: String| {
-            let _ = container.kill(LcSignal::from(Signal::SIGKILL), true);
+            if container
+                .kill(LcSignal::from(Signal::SIGKILL), true)
+                .is_err()
+            {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
             reap(pid);
             reason
         };
@@ -501,19 +506,49 @@ impl RunCtx {
         let mut killed_at: Option<Instant> = None;
         let mut escalated = false;
         let mut host_lost = false;
+        let dirs = self
+            .cgroups
+            .as_ref()
+            .map(|cg| cg.run_dirs(&self.cgroups_path))
+            .unwrap_or_default();
+        let signal =
+            |container: &mut Container, sig: Signal| signal_all(container, &pidfd, &dirs, sig);
         let exit = loop {
+            // Commands may already sit in the buffer (read together with the request, or with
+            // an earlier command): handle them before sleeping in poll.
+            while let Some(line) = control.take_line() {
+                match serde_json::from_slice::<Command>(&line) {
+                    Ok(Command::Terminate { grace_ms }) => {
+                        let d = Instant::now() + Duration::from_millis(grace_ms);
+                        deadline = Some(deadline.map_or(d, |old| old.min(d)));
+                        signal(&mut container, Signal::SIGTERM);
+                    }
+                    Ok(Command::Kill) => {
+                        killed_at = Some(Instant::now());
+                        signal(&mut container, Signal::SIGKILL);
+                    }
+                    Err(e) => warn!(%e, "ignoring a bad command"),
+                }
+            }
+            if control.eof && !host_lost {
+                // The host died or dropped us: nobody reads the output any more.
+                warn!("control socket closed; killing the run");
+                host_lost = true;
+                killed_at = Some(Instant::now());
+                signal(&mut container, Signal::SIGKILL);
+            }
             let now = Instant::now();
             if let Some(d) = deadline.filter(|d| *d <= now) {
                 debug!(?d, "grace period over");
                 escalated = true;
                 deadline = None;
                 killed_at = Some(now);
-                signal_all(&mut container, Signal::SIGKILL);
+                signal(&mut container, Signal::SIGKILL);
             }
             if let Some(k) = killed_at.filter(|k| now.duration_since(*k) >= KILL_REPEAT) {
                 debug!(?k, "repeating SIGKILL");
                 killed_at = Some(now);
-                signal_all(&mut container, Signal::SIGKILL);
+                signal(&mut container, Signal::SIGKILL);
             }
             let wake = [deadline, killed_at.map(|k| k + KILL_REPEAT)]
                 .into_iter()
@@ -540,7 +575,7 @@ impl RunCtx {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     warn!(%e, "poll failed; killing the run");
-                    signal_all(&mut container, Signal::SIGKILL);
+                    signal(&mut container, Signal::SIGKILL);
                     break reap(pid);
                 }
             }
@@ -554,30 +589,9 @@ impl RunCtx {
             if pid_ready {
                 break reap(pid);
             }
-            if ctl_ready {
-                let alive = control.fill().unwrap_or(false);
-                while let Some(line) = control.take_line() {
-                    match serde_json::from_slice::<Command>(&line) {
-                        Ok(Command::Terminate { grace_ms }) => {
-                            let d = Instant::now() + Duration::from_millis(grace_ms);
-                            deadline = Some(deadline.map_or(d, |old| old.min(d)));
-                            signal_all(&mut container, Signal::SIGTERM);
-                        }
-                        Ok(Command::Kill) => {
-                            killed_at = Some(Instant::now());
-                            signal_all(&mut container, Signal::SIGKILL);
-                        }
-                        Err(e) => warn!(%e, "ignoring a bad command"),
-                    }
-                }
-                if !alive {
-                    // The host died or dropped us: nobody reads the output any more.
-                    warn!("control socket closed; killing the run");
-                    control.eof = true;
-                    host_lost = true;
-                    killed_at = Some(Instant::now());
-                    signal_all(&mut container, Signal::SIGKILL);
-                }
+            if ctl_ready && control.fill().is_err() {
+                // A broken or oversized stream counts as a lost host.
+                control.eof = true;
             }
             if sig_ready {
                 if let Some(s) = sigfd {
@@ -586,7 +600,7 @@ impl RunCtx {
                 warn!("helper got a stop signal; terminating the run");
                 let d = Instant::now() + SIGNAL_GRACE;
                 deadline = Some(deadline.map_or(d, |old| old.min(d)));
-                signal_all(&mut container, Signal::SIGTERM);
+                signal(&mut container, Signal::SIGTERM);
             }
         };
         drop(pidfd);
@@ -782,10 +796,33 @@ fn read_exec_status(fd: OwnedFd) -> Result<Option<String>, String> {
     Ok((!msg.is_empty()).then(|| String::from_utf8_lossy(&msg).into_owned()))
 }
 
-/// Signals every process of the run; errors (e.g. it already stopped) are only logged.
-fn signal_all(container: &mut Container, sig: Signal) {
-    if let Err(e) = container.kill(LcSignal::from(sig), true) {
-        debug!(error = %error_chain(&e), ?sig, "kill");
+/// Signals every process of the run through libcontainer (freeze, signal each, thaw). If that
+/// fails — e.g. its state files are gone — the signal goes to the init through its pidfd and, for
+/// SIGKILL, to every pid in the run's cgroups: a stop request must never depend on libcontainer's
+/// bookkeeping.
+fn signal_all(container: &mut Container, pidfd: &File, cgroup_dirs: &[PathBuf], sig: Signal) {
+    let Err(e) = container.kill(LcSignal::from(sig), true) else {
+        return;
+    };
+    debug!(error = %error_chain(&e), ?sig, "libcontainer kill failed; signalling directly");
+    // SAFETY: pidfd_send_signal with our pidfd, a valid signal, no siginfo and no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig as i32,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        );
+    }
+    if sig == Signal::SIGKILL {
+        for dir in cgroup_dirs {
+            if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+                }
+            }
+        }
     }
 }
 

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::core::format::{format_outbound, result_text};
+use crate::core::schedule::parse_schedule;
 use crate::core::time::iso;
 use crate::core::types::{
     ContextMode, RegisteredGroup, RunLogStatus, ScheduledTask, TaskRunLog, TaskStatus, TaskUpdate,
 };
 use crate::core::wire::{ContainerInput, FrameStatus, OutputFrame};
 use crate::queue::{BoxFuture, RunKind, RunOutcome, RunSpec, TaskJob};
-use crate::scheduler::schedule::Schedule;
 use crate::scheduler::{Inner, LAST_RESULT_CHARS};
 use crate::store::{Store, StoreError};
 
@@ -176,10 +176,9 @@ impl TaskJob for TaskRunJob {
             let now = self.inner.clock.now();
             let started = self.started.unwrap_or(now);
             let duration_ms = (now - started).num_milliseconds().max(0);
-            let next_run = match Schedule::parse(
+            let next_run = match parse_schedule(
                 self.task.schedule_type.as_str(),
                 &self.task.schedule_value,
-                tz,
             ) {
                 Ok(schedule) => schedule.after_run(now, tz).map(iso),
                 Err(e) => {

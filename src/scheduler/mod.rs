@@ -1,5 +1,6 @@
-//! Scheduled tasks (contract §6): schedule parsing and next-run computation, task lifecycle, and an
-//! event-driven engine that sleeps until the earliest `next_run` and is woken early when tasks change.
+//! Scheduled tasks (contract §6): task lifecycle and an event-driven engine that sleeps until the earliest
+//! `next_run` and is woken early when tasks change. Schedule values are parsed and next runs computed by
+//! [`crate::core::schedule`], the same code that validates IPC `schedule_task` commands.
 //!
 //! There is no fixed-interval poll (the original checked every 60 s, contract §12.2). The engine's loop:
 //! fetch due tasks, hand each to its group's queue actor as a [`TaskJob`](crate::queue::TaskJob), then
@@ -10,7 +11,6 @@
 mod clock;
 mod engine;
 mod job;
-pub mod schedule;
 
 #[cfg(test)]
 mod tests;
@@ -24,13 +24,14 @@ use chrono_tz::Tz;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::core::schedule::parse_schedule;
 use crate::core::time::iso;
 use crate::core::types::{ContextMode, ScheduleType, ScheduledTask, TaskStatus, TaskUpdate};
 use crate::queue::Queue;
 use crate::store::{StoreHandle, StoreHandleError};
 
+pub use crate::core::schedule::{Schedule, ScheduleError};
 pub use clock::Clock;
-pub use schedule::{Schedule, ScheduleError};
 
 /// Longest single sleep. Sleeping is measured on the monotonic clock while `next_run` is wall-clock time;
 /// re-checking at least this often bounds how late a task runs after the wall clock is stepped (NTP on a
@@ -194,10 +195,8 @@ impl Scheduler {
     pub async fn create_task(&self, req: NewTask) -> Result<ScheduledTask, SchedulerError> {
         let tz = self.inner.settings.timezone;
         let now = self.inner.clock.now();
-        let schedule = Schedule::parse(&req.schedule_type, &req.schedule_value, tz)?;
-        let next_run = schedule
-            .first_run(now, tz)
-            .ok_or_else(|| ScheduleError::OutOfRange(req.schedule_value.clone()))?;
+        let next_run =
+            parse_schedule(&req.schedule_type, &req.schedule_value)?.first_run(now, tz)?;
         let task = ScheduledTask {
             id: new_task_id(now.timestamp_millis()),
             group_folder: req.group_folder,

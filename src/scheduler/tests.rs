@@ -1,5 +1,5 @@
-//! Scheduler tests: next-run computation (pure), and the engine under a paused tokio clock with a real
-//! SQLite store and the scripted launcher.
+//! Scheduler tests: the engine under a paused tokio clock with a real SQLite store and the scripted
+//! launcher. The pure schedule tests live with the parser in `core::schedule`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,220 +8,17 @@ use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use tokio::time::sleep;
 
-use crate::core::time::{iso, parse_iso};
+use crate::core::time::parse_iso;
 use crate::core::types::{ContextMode, RunLogStatus, ScheduleType, ScheduledTask, TaskStatus};
 use crate::core::wire::{FrameStatus, OutputFrame};
 use crate::queue::testing::{Behavior, RecordingOutbound, ScriptedLauncher, Step};
 use crate::queue::tests::group;
 use crate::queue::{Queue, QueueSettings, RunKind};
-use crate::scheduler::schedule::{parse_cron, parse_interval_ms, parse_once};
-use crate::scheduler::{
-    Clock, NewTask, Schedule, ScheduleError, Scheduler, SchedulerError, SchedulerSettings,
-};
+use crate::scheduler::{Clock, NewTask, Scheduler, SchedulerError, SchedulerSettings};
 use crate::store::{Store, StoreHandle};
 
 fn utc(s: &str) -> DateTime<Utc> {
     parse_iso(s).unwrap()
-}
-
-fn next_cron(expr: &str, now: &str, tz: Tz) -> String {
-    let s = Schedule::parse("cron", expr, tz).unwrap();
-    iso(s.first_run(utc(now), tz).unwrap())
-}
-
-// ---- pure: schedule values ---------------------------------------------------------------------------
-
-#[test]
-fn contract_6_1_cron_five_field_known_next_fire_times() {
-    let tz = Tz::UTC;
-    // Saturday 2026-01-03 → weekdays at 09:00 → Monday 2026-01-05.
-    assert_eq!(
-        next_cron("0 9 * * 1-5", "2026-01-03T12:00:00.000Z", tz),
-        "2026-01-05T09:00:00.000Z"
-    );
-    assert_eq!(
-        next_cron("*/15 * * * *", "2026-01-03T12:07:00.000Z", tz),
-        "2026-01-03T12:15:00.000Z"
-    );
-    // Strictly after now.
-    assert_eq!(
-        next_cron("0 12 * * *", "2026-01-03T12:00:00.000Z", tz),
-        "2026-01-04T12:00:00.000Z"
-    );
-    // Names and Sunday = 7 (2026-01-04 is a Sunday).
-    assert_eq!(
-        next_cron("0 8 * jan sun", "2026-01-03T00:00:00.000Z", tz),
-        "2026-01-04T08:00:00.000Z"
-    );
-    assert_eq!(
-        next_cron("0 8 * * 7", "2026-01-03T00:00:00.000Z", tz),
-        "2026-01-04T08:00:00.000Z"
-    );
-    // Day-of-month OR day-of-week when both are restricted: the 13th or any Friday (2026-01-09).
-    assert_eq!(
-        next_cron("0 0 13 * 5", "2026-01-03T00:00:00.000Z", tz),
-        "2026-01-09T00:00:00.000Z"
-    );
-    // Optional leading seconds field.
-    assert_eq!(
-        next_cron("30 0 9 * * *", "2026-01-03T12:00:00.000Z", tz),
-        "2026-01-04T09:00:30.000Z"
-    );
-    // Macros, including cron-parser's @weekdays.
-    assert_eq!(
-        next_cron("@daily", "2026-01-03T12:00:00.000Z", tz),
-        "2026-01-04T00:00:00.000Z"
-    );
-    assert_eq!(
-        next_cron("@hourly", "2026-01-03T12:00:00.000Z", tz),
-        "2026-01-03T13:00:00.000Z"
-    );
-    assert_eq!(
-        next_cron("@weekly", "2026-01-03T12:00:00.000Z", tz),
-        "2026-01-04T00:00:00.000Z"
-    );
-    assert_eq!(
-        next_cron("@weekdays", "2026-01-03T12:00:00.000Z", tz),
-        "2026-01-05T00:00:00.000Z"
-    );
-}
-
-#[test]
-fn contract_6_1_cron_rejects_invalid_expressions() {
-    for bad in [
-        "",
-        "not cron",
-        "61 * * * *",
-        "* * * *",
-        "0 0 1 1 * 2026",
-        "0 25 * * *",
-    ] {
-        assert!(
-            matches!(parse_cron(bad), Err(ScheduleError::Cron { .. })),
-            "{bad:?} should be refused"
-        );
-    }
-}
-
-#[test]
-fn contract_6_1_cron_is_evaluated_in_the_configured_zone_across_dst() {
-    let ny: Tz = "America/New_York".parse().unwrap();
-    // 09:00 local is 14:00Z in winter (EST) and 13:00Z after the 2026-03-08 spring-forward (EDT).
-    assert_eq!(
-        next_cron("0 9 * * *", "2026-03-07T15:00:00.000Z", ny),
-        "2026-03-08T13:00:00.000Z"
-    );
-    assert_eq!(
-        next_cron("0 9 * * *", "2026-03-06T15:00:00.000Z", ny),
-        "2026-03-07T14:00:00.000Z"
-    );
-    // 02:30 does not exist on 2026-03-08: the job runs at the first instant after the gap (03:00 EDT).
-    assert_eq!(
-        next_cron("30 2 * * *", "2026-03-08T05:00:00.000Z", ny),
-        "2026-03-08T07:00:00.000Z"
-    );
-    // 01:30 happens twice on 2026-11-01: the job runs once (the first, EDT) and next day at EST.
-    assert_eq!(
-        next_cron("30 1 * * *", "2026-11-01T04:00:00.000Z", ny),
-        "2026-11-01T05:30:00.000Z"
-    );
-    assert_eq!(
-        next_cron("30 1 * * *", "2026-11-01T05:30:00.000Z", ny),
-        "2026-11-02T06:30:00.000Z"
-    );
-    // Hourly jobs keep firing every real hour through the fall-back.
-    let berlin: Tz = "Europe/Berlin".parse().unwrap();
-    assert_eq!(
-        next_cron("0 * * * *", "2026-10-25T00:30:00.000Z", berlin),
-        "2026-10-25T01:00:00.000Z"
-    );
-}
-
-#[test]
-fn contract_6_1_interval_uses_leading_integer_semantics() {
-    assert_eq!(parse_interval_ms("300000"), Ok(300_000));
-    assert_eq!(parse_interval_ms("300000abc"), Ok(300_000));
-    assert_eq!(parse_interval_ms("3.5"), Ok(3));
-    assert_eq!(parse_interval_ms("  42"), Ok(42));
-    assert_eq!(parse_interval_ms("+7"), Ok(7));
-    for bad in ["0", "-5", "abc", "", " ", "99999999999999999999999"] {
-        assert!(parse_interval_ms(bad).is_err(), "{bad:?}");
-    }
-}
-
-#[test]
-fn contract_6_1_once_value_formats_and_zones() {
-    let berlin: Tz = "Europe/Berlin".parse().unwrap();
-    let p = |v: &str| parse_once(v, berlin).map(iso);
-    assert_eq!(
-        p("2026-02-01T15:30:00Z").unwrap(),
-        "2026-02-01T15:30:00.000Z"
-    );
-    assert_eq!(
-        p("2026-02-01T15:30:00.250+02:00").unwrap(),
-        "2026-02-01T13:30:00.250Z"
-    );
-    assert_eq!(p("2026-02-01T15:30Z").unwrap(), "2026-02-01T15:30:00.000Z");
-    // No offset: host-local wall time (CET = UTC+1 in February, CEST = UTC+2 in July).
-    assert_eq!(
-        p("2026-02-01T15:30:00").unwrap(),
-        "2026-02-01T14:30:00.000Z"
-    );
-    assert_eq!(p("2026-07-01T15:30").unwrap(), "2026-07-01T13:30:00.000Z");
-    assert_eq!(
-        p("2026-07-01 15:30:00").unwrap(),
-        "2026-07-01T13:30:00.000Z"
-    );
-    // Date only: UTC midnight, as JavaScript's Date does.
-    assert_eq!(p("2026-02-01").unwrap(), "2026-02-01T00:00:00.000Z");
-    // DST: a gap time moves forward by the gap; an overlap time takes the earlier instant.
-    assert_eq!(
-        p("2026-03-29T02:30:00").unwrap(),
-        "2026-03-29T01:30:00.000Z"
-    );
-    assert_eq!(
-        p("2026-10-25T02:30:00").unwrap(),
-        "2026-10-25T00:30:00.000Z"
-    );
-    for bad in [
-        "Feb 1, 2026 3:30 PM",
-        "tomorrow",
-        "",
-        "2026-13-01",
-        "1738423800000",
-    ] {
-        assert!(matches!(p(bad), Err(ScheduleError::Once(_))), "{bad:?}");
-    }
-}
-
-#[test]
-fn contract_6_12_next_run_after_a_run() {
-    let tz = Tz::UTC;
-    let done = utc("2026-01-03T12:07:30.000Z");
-    let cron = Schedule::parse("cron", "0 * * * *", tz).unwrap();
-    assert_eq!(
-        iso(cron.after_run(done, tz).unwrap()),
-        "2026-01-03T13:00:00.000Z"
-    );
-    let interval = Schedule::parse("interval", "60000", tz).unwrap();
-    assert_eq!(
-        iso(interval.after_run(done, tz).unwrap()),
-        "2026-01-03T12:08:30.000Z"
-    );
-    let once = Schedule::parse("once", "2026-01-03T12:00:00Z", tz).unwrap();
-    assert_eq!(once.after_run(done, tz), None);
-    assert_eq!(
-        iso(once.first_run(done, tz).unwrap()),
-        "2026-01-03T12:00:00.000Z"
-    );
-}
-
-#[test]
-fn contract_12_24_unknown_schedule_type_is_rejected() {
-    assert_eq!(
-        Schedule::parse("weekly", "x", Tz::UTC).unwrap_err(),
-        ScheduleError::UnknownType("weekly".into())
-    );
 }
 
 // ---- the engine ---------------------------------------------------------------------------------------
