@@ -225,13 +225,28 @@ fn message_round_trip_through_a_real_container() {
     assert!(reqs[0].last_user_text().contains("hi there"));
 
     // DB rows (contract §2–3): the message is stored, the agent cursor advanced past it.
-    let db = host.db();
-    let msgs = db.messages_since("local:main", "", "Andy").unwrap();
-    assert_eq!(msgs.len(), 1);
-    assert_eq!(msgs[0].content, "hi there");
-    let cursors = db.load_cursors().unwrap();
-    assert_eq!(cursors.agent.get("local:main"), msgs[0].timestamp);
-    drop(db);
+    // The reply is sent before the cursor commit lands, so give the commit a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let db = host.db();
+        let msgs = db.messages_since("local:main", "", "Andy").unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].content, "hi there");
+        let cursor = db
+            .load_cursors()
+            .unwrap()
+            .agent
+            .get("local:main")
+            .to_string();
+        if cursor == msgs[0].timestamp {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent cursor stayed at {cursor:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     assert!(host.stop().success(), "log:\n{}", host.log());
     assert!(

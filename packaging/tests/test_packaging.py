@@ -191,7 +191,8 @@ class BuildrootLint(unittest.TestCase):
 
 
 class Consistency(unittest.TestCase):
-    FILES = ("Cargo.toml", "Cargo.lock", "LICENSE", "packaging", "meta-nanoclaw", "buildroot-external")
+    FILES = ("Cargo.toml", "Cargo.lock", "LICENSE", "packaging", "meta-nanoclaw", "buildroot-external",
+             "runner-rootfs")
 
     def setUp(self):
         self.tmp = Path(tempfile.mkdtemp())
@@ -245,7 +246,9 @@ class Consistency(unittest.TestCase):
         self.assertIn("FAIL  nanoclaw.hash LICENSE", out)
 
     def test_runner_manifest_checksums_flow_into_both_trees(self):
-        (self.tmp / "runner-rootfs").mkdir()
+        # Only the checksum manifest under test; the package pins in `manifest` carry no image sums.
+        (self.tmp / "runner-rootfs").mkdir(exist_ok=True)
+        (self.tmp / "runner-rootfs/manifest").unlink(missing_ok=True)
         a, x = "a" * 64, "b" * 64
         (self.tmp / "runner-rootfs/manifest.toml").write_text(
             f'[image.aarch64]\nsha256 = "{a}"\n\n[image.x86_64]\nsha256 = "{x}"\n')

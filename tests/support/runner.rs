@@ -137,8 +137,18 @@ fn rand_suffix() -> u32 {
 pub struct RunnerProc {
     child: Child,
     frames: mpsc::Receiver<OutputFrame>,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
     pub seen: Vec<OutputFrame>,
+}
+
+impl Drop for RunnerProc {
+    /// A failed test must not leave an idle runner waiting for `_close` forever.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl RunnerProc {
@@ -168,7 +178,7 @@ impl RunnerProc {
         Self {
             child,
             frames,
-            stderr,
+            stderr: Some(stderr),
             seen: Vec::new(),
         }
     }
@@ -216,7 +226,11 @@ impl RunnerProc {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let stderr = self.stderr.join().unwrap_or_default();
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
         let mut rest: Vec<OutputFrame> = Vec::new();
         while let Ok(f) = self.frames.recv_timeout(Duration::from_millis(200)) {
             rest.push(f);

@@ -1,11 +1,3 @@
-//! PENDING — not compiled or run yet. Written against the `sandbox` branch's API (commit 874fcf4:
-//! `LibcontainerBackend`, `ContainerSpec`, `NetworkMode::Join`, `sandbox::image::prepare`,
-//! `sandbox::mounts::group_mounts`), which is not in this branch. When the sandbox lands, move this
-//! file to `tests/runner_container.rs` (cargo only builds top-level files in `tests/`), build the
-//! image first (`runner-rootfs/build.sh --arch x86_64 --out target/runner-rootfs/out/runner-x86_64.squashfs`)
-//! and run it as root. A compile in a scratch merge of runner + sandbox was attempted and stopped by
-//! the shared machine running out of disk, so expect small API fixes.
-//!
 //! `nanoclaw-runner` in a real container (root; CI runs as root): the runner image from
 //! `runner-rootfs/build.sh`, mounted read-only, run through the libcontainer sandbox with the
 //! group's mounts, talking over the run's network namespace to the fake Messages API. One full turn
@@ -20,21 +12,25 @@ use nanoclaw::runner::testing::{FakeApi, Step};
 use nanoclaw::sandbox::mounts::{self, DataLayout};
 use nanoclaw::sandbox::spec::NetworkMode;
 use nanoclaw::sandbox::{
-    ContainerSpec, LibcontainerBackend, LibcontainerConfig, RunEvent, RunSpec, RunStatus,
+    Backend, ContainerSpec, LibcontainerBackend, LibcontainerConfig, RunEvent, RunSpec, RunStatus,
     SandboxError, image,
 };
 use serde_json::{Value, json};
 
-/// The image under test: `$NANOCLAW_RUNNER_IMAGE`, else what `runner-rootfs/build.sh` or
+/// The image under test: `$NANOCLAW_RUNNER_IMAGE`, else `target/runner-<arch>.squashfs` (built by
+/// `scripts/test.sh` before `cargo test`), else what `runner-rootfs/build.sh` or
 /// `check-reproducible.sh` left under `target/runner-rootfs/`.
 fn runner_image() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("NANOCLAW_RUNNER_IMAGE") {
         return Some(PathBuf::from(p));
     }
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/runner-rootfs");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let arch = std::env::consts::ARCH;
     [
-        base.join(format!("out/runner-{}.squashfs", std::env::consts::ARCH)),
-        base.join("repro/first.squashfs"),
+        // Where scripts/test.sh builds it for CI.
+        target.join(format!("runner-{arch}.squashfs")),
+        target.join(format!("runner-rootfs/out/runner-{arch}.squashfs")),
+        target.join("runner-rootfs/repro/first.squashfs"),
     ]
     .into_iter()
     .find(|p| p.is_file())
@@ -45,8 +41,16 @@ struct Netns(String);
 
 impl Netns {
     fn new(name: String) -> Option<Self> {
-        let ok = |args: &[&str]| Command::new("ip").args(args).status().is_ok_and(|s| s.success());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let ok = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         if !ok(&["netns", "add", &name]) || !ok(&["-n", &name, "link", "set", "lo", "up"]) {
             return None;
         }
@@ -60,6 +64,29 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Removes the test's cgroup parent (every controller; v1 or v2), which the backend leaves behind.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        let mut dirs = vec![Path::new("/sys/fs/cgroup").join(&self.0)];
+        if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
+            dirs.extend(ctrls.filter_map(|e| e.ok()).map(|e| e.path().join(&self.0)));
+        }
+        for dir in dirs.iter().filter(|d| d.is_dir()) {
+            if let Ok(children) = std::fs::read_dir(dir) {
+                for c in children
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -78,8 +105,12 @@ fn fake_api_in(netns: &Path, script: Vec<Step>) -> FakeApi {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_turn_with_a_tool_call_in_a_real_container() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "nanoclaw=debug".into()))
+        .with_test_writer()
+        .try_init();
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
         eprintln!("skipping runner_container: needs root for real containers (euid {euid})");
@@ -87,7 +118,7 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
     }
     let Some(image_path) = runner_image() else {
         eprintln!(
-            "skipping runner_container: no runner image; build it first with runner-rootfs/build.sh --arch {} --out target/runner-rootfs/out/runner-{}.squashfs",
+            "skipping runner_container: no runner image; build it first with runner-rootfs/build.sh --arch {} --out target/runner-{}.squashfs",
             std::env::consts::ARCH,
             std::env::consts::ARCH
         );
@@ -95,10 +126,11 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().canonicalize().unwrap();
+    let cgroup_parent = CgroupParent(format!("nanoclaw-test-{}-runner", std::process::id()));
     let backend = match LibcontainerBackend::new(LibcontainerConfig {
         helper_exe: PathBuf::from(env!("CARGO_BIN_EXE_nanoclaw")),
         state_root: base.join("state"),
-        cgroup_parent: format!("nanoclaw-test-{}-runner", std::process::id()),
+        cgroup_parent: cgroup_parent.0.clone(),
         ..Default::default()
     }) {
         Ok(b) => b,
@@ -113,20 +145,33 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
         return;
     };
     let root = image::prepare(&image_path, &base.join("root")).unwrap();
+    eprintln!(
+        "runner_container: image {} mounted at {}",
+        image_path.display(),
+        root.root.display()
+    );
 
     let script = "id -u; touch /usr/bin/x 2>/dev/null || echo rootfs-read-only; \
         awk '$2==\"/\" {print \"root-opts=\" $4}' /proc/mounts; grep CapEff /proc/self/status; \
         env | grep -c -e ANTHROPIC_API_KEY -e run-token-xyz; echo from-the-run > /workspace/group/out.txt";
     let api = fake_api_in(
         &netns.path(),
-        vec![Step::tool("bash", json!({"command": script})), Step::text("done")],
+        vec![
+            Step::tool("bash", json!({"command": script})),
+            Step::text("done"),
+        ],
     );
     let layout = DataLayout {
         data_dir: base.join("data"),
     };
     std::fs::create_dir_all(layout.group_dir("family")).unwrap();
-    std::fs::write(layout.group_dir("family").join("CLAUDE.md"), "Family memory: likes tea.").unwrap();
-    let mut container = ContainerSpec::new(root.root.clone(), vec!["/usr/bin/nanoclaw-runner".into()]);
+    std::fs::write(
+        layout.group_dir("family").join("CLAUDE.md"),
+        "Family memory: likes tea.",
+    )
+    .unwrap();
+    let mut container =
+        ContainerSpec::new(root.root.clone(), vec!["/usr/bin/nanoclaw-runner".into()]);
     container.mounts = mounts::group_mounts(&layout, "family", (1000, 1000), &[]).unwrap();
     container.env = vec![
         ("ANTHROPIC_BASE_URL".into(), api.url()),
@@ -141,10 +186,12 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
         .into_bytes();
 
     let mut handle = backend.start(spec).await.unwrap();
+    eprintln!("runner_container: run started; fake API at {}", api.url());
     let mut frames = Vec::new();
     let outcome = loop {
         match handle.next_event().await {
             Some(RunEvent::Frame(f)) => {
+                eprintln!("runner_container: frame {f:?}");
                 if f.result.is_none() && f.status == FrameStatus::Success {
                     // Idle after the turn: close the run as the host does (contract §5.14).
                     std::fs::write(layout.ipc_dir("family").join("input/_close"), b"").unwrap();
@@ -157,6 +204,7 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
         }
     };
     let _ = root.unmount();
+    drop(cgroup_parent);
     let stderr = String::from_utf8_lossy(&outcome.stderr.bytes).into_owned();
     assert_eq!(outcome.status, RunStatus::Exited(0), "{stderr}");
     assert_eq!(frames.len(), 2, "{frames:?}\n{stderr}");
@@ -165,7 +213,12 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
     let reqs = api.requests();
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[0].header("x-api-key"), Some("run-token-xyz"));
-    assert!(reqs[0].body["system"].as_str().unwrap().contains("Family memory: likes tea."));
+    assert!(
+        reqs[0].body["system"]
+            .as_str()
+            .unwrap()
+            .contains("Family memory: likes tea.")
+    );
     let (_, out, is_error) = reqs[1].tool_results().remove(0);
     assert!(!is_error, "{out}");
     let lines: Vec<&str> = out.lines().collect();
