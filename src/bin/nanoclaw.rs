@@ -11,6 +11,7 @@ use nanoclaw::host::commands::{self, CommandError, TaskAction};
 use nanoclaw::host::config::{self, Config, DEFAULT_CONFIG_PATH, LogTarget};
 use nanoclaw::host::doctor::Probe;
 use nanoclaw::host::{exit, observability};
+use nanoclaw::store;
 
 #[derive(Parser)]
 #[command(name = "nanoclaw", version, about = "Embedded personal-assistant host")]
@@ -221,6 +222,19 @@ enum DbAction {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+    /// Power-cut test load (QEMU suite): append messages, recording each committed id in --acks; with
+    /// --verify, check the database against those ids instead.
+    #[command(hide = true)]
+    Torture {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        acks: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        #[arg(long)]
+        verify: bool,
+    },
 }
 
 fn load_config(cli: &Cli) -> Result<(Config, PathBuf), CommandError> {
@@ -249,6 +263,16 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             }
             DbAction::Check { db } => commands::db_check(&commands::db_path(db, &cfg), &mut out),
             DbAction::Stats { db } => commands::db_stats(&commands::db_path(db, &cfg), &mut out),
+            DbAction::Torture {
+                db,
+                acks,
+                count,
+                verify,
+            } => match store::torture::command(&db, &acks, count, verify, &mut out) {
+                Ok(true) => Ok(exit::OK),
+                Ok(false) => Ok(exit::DATABASE),
+                Err(e) => Err(CommandError::new(exit::DATABASE, e)),
+            },
         },
         Command::Doctor => commands::doctor(&cfg, &Probe::system(), &mut out),
         Command::Bench {

@@ -13,6 +13,7 @@ mod messages;
 pub mod migrations;
 mod state;
 mod tasks;
+pub mod torture;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -276,7 +277,8 @@ fn configure(conn: &Connection, writable: bool) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", true)?;
     if writable {
         // WAL + NORMAL: one fsync per checkpoint instead of per commit; a power cut may lose the last
-        // transactions but never corrupts the file.
+        // transactions but never corrupts the file. The one write a sender is told about, an inbound
+        // message, commits with FULL instead (`Store::store_inbound`).
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
     }
