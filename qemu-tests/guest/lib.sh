@@ -118,7 +118,7 @@ EOC
   trap 'kill -TERM "$HOST_PID" 2>/dev/null; sleep 3; kill -KILL "$HOST_PID" 2>/dev/null; exit 143' TERM
   if ! wait_until 30 test -S "$HOST_RUN/local.sock"; then
     detail "nanoclaw run did not open $HOST_RUN/local.sock within 30s"
-    log_file "$HOST_LOG"; return 1
+    log_file "$HOST_LOG"; host_stop; return 1
   fi
 }
 
