@@ -346,7 +346,7 @@ if [ ${#FAKE_SCENARIOS[@]} -gt 0 ]; then
   done < <(grep '^listening ' "$W/fake-api.log")
   FAKE_ENV+="TEST_KEY=$TEST_KEY"$'\n'
   log "fake model API for ${FAKE_SCENARIOS[*]}: $(grep '^listening ' "$W/fake-api.log" | awk '{printf "%s=127.0.0.1:%s ", $2, $3}')(guest: 10.0.2.2)"
-  NIC=(-netdev user,id=net0,restrict=off -device virtio-net-pci,netdev=net0,romfile=)
+  NIC=(-netdev "user,id=net0,restrict=off" -device "virtio-net-pci,netdev=net0,romfile=")
 fi
 
 # ------------------------------------------------------------------ 5. boots
