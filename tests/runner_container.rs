@@ -233,3 +233,71 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
         "from-the-run\n"
     );
 }
+
+/// `nanoclaw bench runner --image`: real container runs, each in its own netns, with figures that
+/// come from those runs (a request per run, the run cgroup's peak memory) and nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_benchmark_measures_real_container_runs() {
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        eprintln!("skipping runner container benchmark: needs root (euid {euid})");
+        return;
+    }
+    let Some(image_path) = runner_image() else {
+        eprintln!("skipping runner container benchmark: no runner image (runner-rootfs/build.sh)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().canonicalize().unwrap();
+    let cgroup_parent = CgroupParent(format!("nanoclaw-test-{}-bench", std::process::id()));
+    let opts = nanoclaw::runner::bench::ContainerBench {
+        image: image_path,
+        runs: 2,
+        backend: LibcontainerConfig {
+            helper_exe: PathBuf::from(env!("CARGO_BIN_EXE_nanoclaw")),
+            state_root: base.join("state"),
+            cgroup_parent: cgroup_parent.0.clone(),
+            ..Default::default()
+        },
+        work_dir: base.join("work"),
+        subnet: "10.231.7.0/24".parse().unwrap(),
+    };
+    let report = match nanoclaw::runner::bench::bench_runner_in_container(&opts).await {
+        Ok(r) => r,
+        Err(nanoclaw::runner::bench::BenchError::Sandbox(SandboxError::Cgroup(e))) => {
+            eprintln!(
+                "skipping runner container benchmark: this host cannot enforce run limits: {e}"
+            );
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    eprintln!("{report}");
+    assert_eq!(report.first_request.len(), 2);
+    assert!(
+        report
+            .first_request
+            .iter()
+            .zip(&report.total)
+            .all(|(f, t)| f < t)
+    );
+    // The cgroup's peak: at least the runner's own pages, far below the original's ~400 MiB tree.
+    assert!(
+        report
+            .peak_rss_kib
+            .iter()
+            .all(|&k| k > 256 && k < 200 * 1024),
+        "{report}"
+    );
+    assert!(report.to_string().contains("in a container"), "{report}");
+    assert!(!base.join("work").exists(), "work dir removed");
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ncbn"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "netns left: {left:?}");
+}
