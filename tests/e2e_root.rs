@@ -11,7 +11,8 @@ mod e2e;
 
 use std::time::{Duration, Instant};
 
-use e2e::{Client, FAKE_KEY, Host};
+use e2e::{Client, FAKE_KEY, Host, HostOpts};
+use nanoclaw::core::wire::HostStatus;
 use nanoclaw::runner::testing::{FakeApi, Step};
 use serde_json::json;
 
@@ -142,6 +143,32 @@ fn follow_up_during_a_live_run_is_piped_into_it() {
         "{}",
         host.diag()
     );
+    // `nanoclaw status` sees the live run through the control socket (issue 9 item 3).
+    let out = host.cli(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: HostStatus = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status.pid, host.pid() as u32);
+    assert!(status.credential);
+    assert_eq!(status.active_runs, 1);
+    assert_eq!(status.runs_started, 1);
+    assert_eq!(status.groups.len(), 1);
+    assert_eq!(status.groups[0].jid, "local:main");
+    assert_eq!(status.groups[0].run.as_deref(), Some("message"));
+    let out = host.cli(&["status"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("model credential: configured"), "{text}");
+    assert!(text.contains("runs: 1 active of"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("local:main") && l.contains(" message ")),
+        "{text}"
+    );
+
     c.say("local:main", "follow-up question");
     assert_eq!(c.reply("local:main", &host), "First answer");
     assert_eq!(c.reply("local:main", &host), "Second answer");
@@ -207,6 +234,21 @@ fn task_scheduled_by_the_agent_fires_and_replies() {
         host.diag()
     );
 
+    // The task is listed by `nanoclaw status` while it waits.
+    let out = host.cli(&["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("tasks: 1 (1 active"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("task-") && l.contains(" active ")),
+        "{text}"
+    );
+
     let reminder = c.reply("local:main", &host);
     let arrived = chrono::Utc::now();
     assert_eq!(reminder, "Reminder: buy milk");
@@ -228,6 +270,9 @@ fn task_scheduled_by_the_agent_fires_and_replies() {
     );
 
     assert!(host.stop().success(), "log:\n{}", host.diag());
+    // Stopped: status says no host runs.
+    let out = host.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(6));
     let db = host.db();
     let tasks = db.all_tasks().unwrap();
     assert_eq!(tasks.len(), 1, "{tasks:?}");
@@ -412,4 +457,47 @@ fn ipc_send_counts_as_output_when_the_run_then_fails() {
     wait_cursor(&host, "local:main", &msgs[0].timestamp);
     assert!(host.stop().success(), "log:\n{}", host.diag());
     assert_eq!(host.run_logs("main").len(), 1, "{}", host.diag());
+}
+
+/// Issue 9 'Done when': without a model credential the host still starts and serves the local
+/// channel, and says clearly (log, chat reply, `status`) that no credential is configured; no run
+/// reaches the model.
+#[test]
+fn without_a_credential_the_host_says_so() {
+    let Some(_serial) = e2e::begin() else {
+        return;
+    };
+    let api = FakeApi::start(vec![Step::text("unreachable")]).unwrap();
+    let mut opts = HostOpts::new("nc", "10.238.0.0/24", api.url());
+    opts.credential = false;
+    let mut host = Host::start_with(opts);
+    let log = host.log();
+    assert!(
+        log.contains("no model credential is configured")
+            && log.contains("ANTHROPIC_API_KEY=")
+            && log.contains(&*host.dir.path().join("credentials").to_string_lossy()),
+        "{log}"
+    );
+    let mut c = Client::connect(&host.socket());
+    c.say("local:main", "hello?");
+    let reply = c.reply("local:main", &host);
+    assert!(
+        reply.starts_with("No model credential is configured on this host")
+            && reply.contains("ANTHROPIC_API_KEY="),
+        "{reply}"
+    );
+    let out = host.cli(&["status"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("model credential: MISSING"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    host.wait_log("the refused run", |l| {
+        l.contains("no model credential is configured: put ANTHROPIC_API_KEY")
+    });
+    assert!(api.requests().is_empty());
+    assert!(host.stop().success(), "log:\n{}", host.diag());
+    let left = host.leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

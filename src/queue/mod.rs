@@ -445,6 +445,34 @@ impl Queue {
         }
     }
 
+    /// Each group actor's state right now, ordered by JID (for `nanoclaw status`).
+    pub fn group_statuses(&self) -> Vec<crate::core::wire::GroupStatus> {
+        let mut list: Vec<_> = self
+            .groups()
+            .values()
+            .map(|e| {
+                let group = e.shared.group();
+                let tasks = e.shared.tasks();
+                crate::core::wire::GroupStatus {
+                    jid: e.shared.jid.clone(),
+                    folder: group.folder,
+                    name: group.name,
+                    run: match e.shared.active.load(Ordering::Acquire) {
+                        ACTIVE_MESSAGE => Some("message".to_string()),
+                        ACTIVE_TASK => Some("task".to_string()),
+                        _ => None,
+                    },
+                    running_task: tasks.running.clone(),
+                    pending_messages: e.shared.pending_messages.load(Ordering::Acquire),
+                    queued_tasks: tasks.queued.len(),
+                    mailbox_depth: e.tx.max_capacity().saturating_sub(e.tx.capacity()),
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.jid.cmp(&b.jid));
+        list
+    }
+
     /// The store handle the queue uses (the scheduler shares it).
     pub fn store(&self) -> &StoreHandle {
         &self.inner.ctx.store

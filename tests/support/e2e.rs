@@ -305,6 +305,11 @@ impl Host {
                 }
             }
         }
+        for file in ["run/control.sock", "run/nanoclaw.pid", "run/local.sock"] {
+            if self.dir.path().join(file).exists() {
+                found.push(file.to_string());
+            }
+        }
         let root = self.dir.path().to_string_lossy().to_string();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         for line in mounts.lines() {
