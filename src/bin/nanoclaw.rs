@@ -61,6 +61,12 @@ enum Command {
     },
     /// Run the host: channels, group actors, scheduler, IPC, sandboxed agent runs (the main job).
     Run,
+    /// The running host: groups, live runs, queue depths, tasks, uptime (exit 6 when none runs).
+    Status {
+        /// The live state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Talk to the running host over the local channel.
     Chat {
         /// Chat to talk in.
@@ -279,6 +285,7 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             },
         },
         Command::Doctor => commands::doctor(&cfg, &Probe::system(), &mut out),
+        Command::Status { json } => commands::status(&cfg, json, &mut out),
         Command::Bench {
             what:
                 BenchWhat::Runner {

@@ -16,6 +16,7 @@ use crate::core::mount_policy::MountPolicy;
 use crate::core::types::{MAIN_GROUP_FOLDER, RegisteredGroup};
 use crate::core::wire::LocalHistoryEntry;
 use crate::host::config::Config;
+use crate::host::control;
 use crate::host::effects::HostEffects;
 use crate::host::launcher::{LauncherSettings, SandboxLauncher};
 use crate::host::router::Router;
@@ -296,6 +297,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         let _ = watcher_stop.wait_for(|s| *s).await;
     }));
 
+    let control = match control::serve(
+        control::socket_path(&cfg.run_dir),
+        control::StatusSource::new(queue.clone(), egress.is_some()),
+        stop_rx.clone(),
+    ) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::warn!(cause = %e, "no control socket; `nanoclaw status` falls back to the database");
+            None
+        }
+    };
+
     queue.recover();
     let watchdog =
         systemd::watchdog_interval().map(|i| tokio::spawn(systemd::watchdog(i, stop_rx.clone())));
@@ -367,6 +380,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let _ = scheduler_task.await;
     let _ = stop_tx.send(true);
     let _ = watcher_task.await;
+    if let Some(task) = control {
+        let _ = task.await;
+    }
     if let Some(w) = watchdog {
         let _ = w.await;
     }

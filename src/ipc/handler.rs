@@ -107,6 +107,7 @@ pub async fn apply_command<E: IpcEffects>(
     match command {
         IpcCommand::SendMessage { chat_jid, text } => {
             effects.send_message(&chat_jid, &text).await?;
+            effects.side_effect_applied(source_folder).await;
         }
         IpcCommand::ScheduleTask {
             prompt,
@@ -143,6 +144,7 @@ pub async fn apply_command<E: IpcEffects>(
                 context_mode,
             };
             effects.create_task(task).await?;
+            effects.side_effect_applied(source_folder).await;
         }
         IpcCommand::PauseTask { task_id } => {
             effects

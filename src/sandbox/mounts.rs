@@ -15,11 +15,13 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::spec::BindMount;
+use crate::core::ipc::IpcKind;
 use crate::core::mount_policy::{
     self, EXTRA_MOUNT_ROOT, MountAllowlist, MountPolicy, PathResolver, ValidatedMount,
 };
 use crate::core::types::{FolderError, MAIN_GROUP_FOLDER, validate_folder};
 use crate::core::wire::AdditionalMount;
+use crate::ipc::INPUT_DIR;
 
 /// Group folder inside the run.
 pub const GROUP_MOUNT: &str = "/workspace/group";
@@ -174,11 +176,17 @@ pub fn group_mounts(
         SESSION_MOUNT,
         false,
     ));
-    mounts.push(bind(
-        real_dir(&layout.ipc_dir(folder), Some(owner))?,
-        IPC_MOUNT,
-        false,
-    ));
+    let ipc = real_dir(&layout.ipc_dir(folder), Some(owner))?;
+    // The runner publishes commands into messages/ and tasks/ and consumes (deletes) follow-ups and
+    // `_close` in input/, so those must be the run's too; the host creates them as root.
+    for sub in [
+        IpcKind::Messages.dir_name(),
+        IpcKind::Tasks.dir_name(),
+        INPUT_DIR,
+    ] {
+        real_dir(&ipc.join(sub), Some(owner))?;
+    }
+    mounts.push(bind(ipc, IPC_MOUNT, false));
     for m in extra {
         mounts.push(BindMount {
             source: m.host_path.clone(),
@@ -298,6 +306,25 @@ mod tests {
         );
         assert_eq!(m[0].source, l.group_dir("family"));
         assert!(l.session_dir("family").is_dir() && l.ipc_dir("family").is_dir());
+    }
+
+    #[test]
+    fn ipc_subdirs_belong_to_the_run() {
+        if !nix::unistd::getuid().is_root() {
+            eprintln!("skipping: chown needs root");
+            return;
+        }
+        let (_t, l) = layout();
+        // As the host leaves them: created by root before the run (snapshots, `_close` cleanup).
+        for sub in ["messages", "tasks", "input"] {
+            fs::create_dir_all(l.ipc_dir("family").join(sub)).unwrap();
+        }
+        group_mounts(&l, "family", (4242, 4243), &[]).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        for sub in ["", "messages", "tasks", "input"] {
+            let meta = fs::metadata(l.ipc_dir("family").join(sub)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (4242, 4243), "ipc/family/{sub}");
+        }
     }
 
     #[test]
