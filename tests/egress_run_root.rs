@@ -10,19 +10,24 @@
 #[macro_use]
 #[path = "support/net.rs"]
 mod net_support;
+#[path = "support/host.rs"]
+mod host_support;
 #[path = "support/sandbox.rs"]
 mod sandbox_support;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use host_support::{Client, Host, NamedNetns, runner_image, wait_for};
 use nanoclaw::core::audit::AuditRecord;
-use nanoclaw::net::RunNet;
-use nanoclaw::net::nft;
+use nanoclaw::net::{RunNet, netns, nft};
+use nanoclaw::runner::testing::{FakeApi, Step};
 use nanoclaw::sandbox::mounts::{self, DataLayout};
 use nanoclaw::sandbox::{Backend, BindMount, ContainerSpec, NetworkMode, RunOutcome, RunSpec};
 use net_support::*;
 use sandbox_support::Sandbox;
+use serde_json::json;
 
 /// Shell prelude: the proxy's host and port from the run's own environment.
 const PROXY_VARS: &str = "P=${HTTP_PROXY#http://}; PH=${P%:*}; PP=${P##*:};";
@@ -394,4 +399,215 @@ fn twenty_container_runs_leave_no_network_behind() {
             "one drop row per run that tried: {rows:?}"
         );
     });
+}
+
+/// Names of run networks with `prefix`: namespaces under /run/netns, host-side links and nft run
+/// rules inside the host namespace `ns`.
+fn run_networks_in(ns: &Path, prefix: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let p = prefix.to_string();
+    let (links, rules) = netns::in_netns(ns, move || {
+        let links: Vec<String> = netns::host_interfaces()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with(&p))
+            .collect();
+        let rules = nft::list_table()
+            .unwrap()
+            .map(|l| nft::all_run_rules(&l).into_iter().map(|r| r.0).collect())
+            .unwrap_or_default();
+        (links, rules)
+    })
+    .unwrap();
+    (netns::netns_with_prefix(prefix), links, rules)
+}
+
+fn table_in(ns: &Path) -> bool {
+    netns::in_netns(ns, || nft::list_table().unwrap().is_some()).unwrap()
+}
+
+#[test]
+fn a_cli_override_reaches_the_running_host_and_a_killed_host_leaves_no_run_network() {
+    require_root!();
+    let Some(image) = runner_image() else {
+        eprintln!(
+            "skipping: runner image missing (runner-rootfs/build.sh --arch {} --out target/runner-{}.squashfs)",
+            std::env::consts::ARCH,
+            std::env::consts::ARCH
+        );
+        return;
+    };
+    const KEY: &str = "sk-ant-e2o-REAL-KEY-0123456789abcdef";
+    const PREFIX: &str = "e2o";
+    // The host process lives in a namespace of its own, with the fake model API on its loopback
+    // and the fake internet linked to it.
+    let ns = NamedNetns::new("nctest-e2o-host");
+    let internet = netns::in_netns(&ns.path(), || Internet::start("e2o", &test_ca())).unwrap();
+    let api = netns::in_netns(&ns.path(), || {
+        FakeApi::bind("127.0.0.1:0".parse().unwrap(), vec![]).unwrap()
+    })
+    .unwrap();
+    let mut host = Host::start(
+        &image,
+        KEY,
+        &api.url(),
+        PREFIX,
+        "10.233.0.0/24",
+        &format!("[egress.hosts]\n\"other.test\" = [\"{UPSTREAM_IP}\"]\n"),
+        Some(ns.path()),
+    );
+    // The agent's bash tool (the runner passes it no proxy variables): CONNECT through the proxy
+    // on the run's gateway, then plain HTTP inside the tunnel.
+    let connect = "GW=$(ip route | awk '/^default/ {print $3}'); \
+        { printf 'CONNECT other.test:80 HTTP/1.1\\r\\nHost: other.test:80\\r\\n\\r\\n'; sleep 0.5; \
+          printf 'GET /override HTTP/1.1\\r\\nHost: other.test\\r\\nConnection: close\\r\\n\\r\\n'; sleep 1; } \
+        | nc -w 5 \"$GW\" 3128";
+    let audit = |host: &Host| host.db().audit_events(None).unwrap();
+    let kinds = |rows: &[AuditRecord], kind: &str| {
+        rows.iter()
+            .filter(|r| r.kind == kind)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    // Granted: the CLI stores it and signals the host, which applies it at once (not at its 30 s tick).
+    let out = host.cli(&[
+        "egress",
+        "allow",
+        "--group",
+        "main",
+        "--host",
+        "other.test:80",
+        "--for",
+        "6s",
+    ]);
+    assert!(
+        out.starts_with("override #1: other.test:80 for group main until "),
+        "{out}"
+    );
+    let granted = wait_for(
+        "the host to apply the override",
+        Duration::from_secs(5),
+        || {
+            let g = kinds(&audit(&host), "egress.override_granted");
+            (g.len() == 2).then_some(g)
+        },
+    );
+    assert!(
+        granted[0]
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("from the CLI"),
+        "{granted:?}"
+    );
+    assert!(host.log().contains("applied egress overrides"));
+
+    // Used: a run of the group reaches other.test through the proxy.
+    api.push([
+        Step::tool("bash", json!({"command": connect})),
+        Step::text("first done"),
+    ]);
+    let mut c = Client::connect(&host.socket());
+    c.say("local:main", "fetch other.test");
+    assert_eq!(c.reply("local:main", &host), "first done");
+    let (_, used_out, _) = api.requests()[1].tool_results().remove(0);
+    assert!(used_out.contains("HTTP/1.1 200"), "{used_out}");
+    assert!(used_out.contains("hello from other.test"), "{used_out}");
+    assert_eq!(internet.seen.lock().unwrap().requests.len(), 1);
+
+    // Expired: by itself, on time, audited; the same request is then refused (by the idle run of
+    // the first message or a new one: the proxy decides per request).
+    let expired = wait_for("the override to expire", Duration::from_secs(10), || {
+        let e = kinds(&audit(&host), "egress.override_expired");
+        (!e.is_empty()).then_some(e)
+    });
+    api.push([
+        Step::tool("bash", json!({"command": connect})),
+        Step::text("second done"),
+    ]);
+    c.say("local:main", "again please");
+    assert_eq!(c.reply("local:main", &host), "second done");
+    let (_, denied_out, _) = api.requests()[3].tool_results().remove(0);
+    assert!(denied_out.contains("HTTP/1.1 403"), "{denied_out}");
+    assert!(
+        denied_out.contains("other.test is not in the allowlist"),
+        "{denied_out}"
+    );
+    assert_eq!(internet.seen.lock().unwrap().requests.len(), 1);
+    let rows = audit(&host);
+    let used = kinds(&rows, "egress.override_used");
+    assert_eq!(used.len(), 1, "{rows:?}");
+    for r in [&granted[0], &granted[1], &used[0], &expired[0]] {
+        assert_eq!(r.group, "main");
+        assert_eq!(r.destination.as_deref(), Some("other.test:80"), "{r:?}");
+    }
+    assert!(used[0].run.as_deref().is_some_and(|r| !r.is_empty()));
+    assert_eq!(
+        (used[0].decision.as_str(), expired[0].decision.as_str()),
+        ("allow", "deny")
+    );
+    let denied = rows
+        .iter()
+        .find(|r| r.kind == "egress.connect" && r.decision == "deny")
+        .expect("the refused CONNECT is audited");
+    assert_eq!(denied.destination.as_deref(), Some("other.test:80"));
+    assert!(granted[1].time <= used[0].time && used[0].time <= expired[0].time);
+    assert!(expired[0].time <= denied.time);
+
+    // SIGKILL with a run live (the idle run, or a new one, sleeping in its tool): its namespace,
+    // link and nft rules stay behind...
+    api.push([
+        Step::tool("bash", json!({"command": "sleep 60"})),
+        Step::text("after restart"),
+    ]);
+    c.say("local:main", "take your time");
+    assert!(api.wait_for_requests(5, Duration::from_secs(30)));
+    let (killed_ns, killed_links, killed_rules) =
+        wait_for("a live run", Duration::from_secs(10), || {
+            let n = run_networks_in(&ns.path(), PREFIX);
+            (n.0.len() == 1 && n.1.len() == 1 && !n.2.is_empty()).then_some(n)
+        });
+    drop(c);
+    host.kill();
+    assert_eq!(
+        run_networks_in(&ns.path(), PREFIX),
+        (
+            killed_ns.clone(),
+            killed_links.clone(),
+            killed_rules.clone()
+        ),
+        "the kill left the run's network"
+    );
+    // ...and the next start removes them before it serves anything.
+    host.restart();
+    let (now_ns, now_links, now_rules) = run_networks_in(&ns.path(), PREFIX);
+    for leftover in killed_ns.iter().chain(&killed_links).chain(&killed_rules) {
+        assert!(
+            !now_ns.contains(leftover)
+                && !now_links.contains(leftover)
+                && !now_rules.contains(leftover),
+            "{leftover} survived the restart"
+        );
+    }
+    // The unanswered message is recovered by a new run, and a clean stop (with that run still idle)
+    // leaves nothing at all.
+    let mut c = Client::connect(&host.socket());
+    c.say("local:main", "still there?");
+    assert_eq!(c.reply("local:main", &host), "after restart");
+    assert!(host.stop().success(), "log:\n{}", host.log());
+    assert_eq!(
+        run_networks_in(&ns.path(), PREFIX),
+        (vec![], vec![], vec![])
+    );
+    assert!(!table_in(&ns.path()), "the table is removed on shutdown");
+    let sandbox = host.run_dir().join("sandbox");
+    let left: Vec<_> = std::fs::read_dir(&sandbox)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "sandbox state left: {left:?}");
+    assert!(
+        !host.log().contains(KEY),
+        "the real key appeared in the host log"
+    );
+    assert_eq!(api.requests()[0].header("x-api-key"), Some(KEY));
 }
