@@ -76,6 +76,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         wait: u64,
     },
+    /// WhatsApp account linking (built with the `whatsapp` feature).
+    #[cfg(feature = "whatsapp")]
+    Whatsapp {
+        #[command(subcommand)]
+        action: WhatsappAction,
+    },
     /// Print performance figures (no pass/fail).
     Bench {
         #[command(subcommand)]
@@ -113,6 +119,24 @@ enum BenchWhat {
         /// The nanoclaw-runner binary (default: next to this executable).
         #[arg(long)]
         runner: Option<PathBuf>,
+    },
+}
+
+#[cfg(feature = "whatsapp")]
+#[derive(Subcommand)]
+enum WhatsappAction {
+    /// Link this host: a QR code in the terminal (also saved as a PNG under data_dir/whatsapp/),
+    /// or with --phone an 8-character code to enter on the phone.
+    Pair {
+        /// Phone number with country code (e.g. 15551234567) for "link with phone number".
+        #[arg(long)]
+        phone: Option<String>,
+        /// Delete the stored credentials first (needed after a logout).
+        #[arg(long)]
+        reset: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
 }
 
@@ -418,6 +442,37 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
                 .map_err(|e| CommandError::new(exit::FAILURE, e))?;
             std::io::Write::write_fmt(&mut out, format_args!("{report}"))
                 .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            Ok(exit::OK)
+        }
+        #[cfg(feature = "whatsapp")]
+        Command::Whatsapp {
+            action:
+                WhatsappAction::Pair {
+                    phone,
+                    reset,
+                    timeout,
+                },
+        } => {
+            use nanoclaw::channel::whatsapp::{auth::WaPaths, pair};
+            let options = pair::PairOptions {
+                phone,
+                timeout: Duration::from_secs(timeout),
+                reset,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            let outcome = rt
+                .block_on(pair::pair(&WaPaths::new(&cfg.data_dir), &options, &mut out))
+                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            let what = match outcome {
+                pair::PairOutcome::AlreadyAuthenticated => "already linked",
+                pair::PairOutcome::Authenticated => "linked",
+            };
+            use std::io::Write;
+            let _ = writeln!(out, "whatsapp: {what}");
             Ok(exit::OK)
         }
     }

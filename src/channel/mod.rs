@@ -6,6 +6,8 @@
 
 pub mod client;
 pub mod local;
+#[cfg(feature = "whatsapp")]
+pub mod whatsapp;
 
 use async_trait::async_trait;
 
@@ -30,6 +32,9 @@ pub enum ChannelError {
     /// Any other I/O failure.
     #[error("channel i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A failure specific to one transport (e.g. `WhatsAppError`); downcast the source for details.
+    #[error("{0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// One inbound message as a channel delivers it (contract §3.1): the message plus the chat's display

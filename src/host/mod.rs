@@ -9,6 +9,8 @@ pub mod observability;
 pub mod router;
 pub mod run;
 pub mod systemd;
+#[cfg(feature = "whatsapp")]
+pub mod whatsapp;
 
 /// Process exit codes, distinct per way the process can stop.
 pub mod exit {

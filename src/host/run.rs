@@ -201,7 +201,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         })),
     ));
     local.connect().await?;
-    let channels: Vec<Arc<dyn Channel>> = vec![local.clone()];
+    #[cfg(feature = "whatsapp")]
+    let whatsapp = crate::host::whatsapp::start(&data_dir, &store, inbound_tx.clone()).await?;
+    #[allow(unused_mut)]
+    let mut channels: Vec<Arc<dyn Channel>> = vec![local.clone()];
+    #[cfg(feature = "whatsapp")]
+    if let Some(w) = &whatsapp {
+        channels.push(w.clone());
+    }
     let router = Router::new(channels.clone());
 
     // First start: the local main chat becomes the main group.
@@ -316,6 +323,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let applied = Applied::default();
     sync_overrides(egress.as_ref(), &store, &applied).await;
     let mut tick = tokio::time::interval(MAINTENANCE_TICK);
+    #[cfg(feature = "whatsapp")]
+    let shutdown = crate::host::whatsapp::or_link_end(shutdown, whatsapp.clone());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -405,5 +414,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     }
     let _ = std::fs::remove_file(pid_file(&cfg.run_dir));
     tracing::info!("stopped");
+    #[cfg(feature = "whatsapp")]
+    crate::host::whatsapp::finish(whatsapp).await?;
     Ok(())
 }

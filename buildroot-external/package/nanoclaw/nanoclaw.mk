@@ -21,6 +21,10 @@ ifneq ($(NANOCLAW_FEATURES),)
 NANOCLAW_CARGO_BUILD_OPTS += --features $(NANOCLAW_FEATURES)
 NANOCLAW_CARGO_INSTALL_OPTS += --features $(NANOCLAW_FEATURES)
 endif
+# The WhatsApp channel links AGPL-3.0-only code (docs/whatsapp.md, "Licence").
+ifneq ($(filter whatsapp,$(subst $(comma), ,$(NANOCLAW_FEATURES))),)
+NANOCLAW_LICENSE += , AGPL-3.0-only (WhatsApp channel)
+endif
 
 # cargo install --bins also installs nanoclaw-runner, which only belongs in
 # the runner image (nanoclaw-runner-image).

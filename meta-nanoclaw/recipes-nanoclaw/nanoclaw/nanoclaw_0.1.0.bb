@@ -7,6 +7,8 @@ BUGTRACKER = "https://example.invalid/nanoclaw/issues"
 SECTION = "net"
 CVE_PRODUCT = "nanoclaw"
 LICENSE = "MIT"
+# With the WhatsApp channel the binary also contains AGPL-3.0-only code (docs/whatsapp.md, "Licence").
+LICENSE .= "${@' & AGPL-3.0-only' if 'whatsapp' in (d.getVar('NANOCLAW_CARGO_FEATURES') or '').split(',') else ''}"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=c6526fd3b9867d03041d382e337340ab"
 
 DEPENDS += "libseccomp sqlite3"
