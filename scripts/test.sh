@@ -15,10 +15,37 @@ fi
 step "cargo test"
 cargo test --locked --all-targets
 
+# The optional WhatsApp channel's boundary tests (feature off in default builds).
+step "cargo test --features whatsapp (channel::whatsapp)"
+cargo test --locked --features whatsapp --lib channel::whatsapp
+
 step "runner image reproducibility"
 runner-rootfs/check-reproducible.sh x86_64
 
 # Yocto layer and Buildroot tree: lints, BitBake parse, consistency with Cargo.lock and the layout.
 step "packaging checks"
 packaging/check.sh
+
+# The IPC parser and the authorization and mount-policy evaluators under libFuzzer, 60 s each,
+# after replaying every committed regression input (fuzz/run.sh).
+step "fuzz smoke (60 s per target)"
+if command -v cargo-fuzz >/dev/null 2>&1; then
+  FUZZ_PROFILE=dev fuzz/run.sh 60
+elif [ -n "${CI:-}" ]; then
+  echo "cargo-fuzz is missing (.ci/run installs it)" >&2
+  exit 1
+else
+  echo "skipping: cargo-fuzz not installed (cargo install --locked cargo-fuzz)"
+fi
+
+# Tier 2: the QEMU aarch64 acceptance suite (docs/testing.md); prints its own wall time.
+step "QEMU aarch64 acceptance suite"
+if command -v qemu-system-aarch64 >/dev/null 2>&1 && rustup target list --installed | grep -qx aarch64-unknown-linux-musl; then
+  qemu-tests/run.sh
+elif [ -n "${CI:-}" ]; then
+  echo "qemu-system-aarch64 or the aarch64 musl target is missing (qemu-tests/ci-setup.sh installs them)" >&2
+  exit 1
+else
+  echo "skipping: qemu-system-aarch64 or the aarch64-unknown-linux-musl target missing (run qemu-tests/ci-setup.sh as root)"
+fi
 step "done"
