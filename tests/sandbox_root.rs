@@ -5,6 +5,9 @@
 //! cached under `target/`. Without root, or on a host that cannot enforce the limits, every test
 //! prints why it skips.
 
+#[path = "support/sandbox.rs"]
+mod sandbox_support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +17,6 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nanoclaw::core::mount_policy::{MountAllowlist, MountPolicy};
@@ -25,31 +27,7 @@ use nanoclaw::sandbox::{
     Backend, ContainerSpec, LibcontainerBackend, LibcontainerConfig, RunEvent, RunLogSpec,
     RunOutcome, RunSpec, RunStatus, SandboxError,
 };
-
-const HELPER: &str = env!("CARGO_BIN_EXE_nanoclaw");
-
-fn test_rootfs() -> PathBuf {
-    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
-    ROOTFS
-        .get_or_init(|| {
-            let dir = std::env::var_os("NANOCLAW_TEST_ROOTFS")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-rootfs")
-                });
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/build-test-rootfs.sh");
-            let out = Command::new(&script).arg(&dir).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{} failed (CI must install busybox-static): {}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            dir.canonicalize().unwrap()
-        })
-        .clone()
-}
+use sandbox_support::{HELPER, test_rootfs};
 
 struct Env {
     backend: LibcontainerBackend,

@@ -346,6 +346,8 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
                 g.id, g.entry, g.expires_at
             )
             .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            // A running host applies it at once (SIGHUP); otherwise at its next maintenance tick.
+            nanoclaw::host::run::notify_running_host(&cfg.run_dir);
             Ok(exit::OK)
         }
         Command::Groups { db, action } => {

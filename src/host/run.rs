@@ -24,6 +24,7 @@ use crate::host::systemd;
 use crate::ipc::{HandlerConfig, IpcLayout, IpcWatcher, WatcherConfig};
 use crate::net::Egress;
 use crate::net::audit::{AuditSink, spawn_store_writer};
+use crate::net::overrides::{self, Applied};
 use crate::net::proxy::{Resolver, Upstream, webpki_roots_store};
 use crate::net::secret::Credential;
 use crate::queue::{Outbound, Queue, QueueSettings, RetryPolicy};
@@ -97,6 +98,16 @@ fn mount_policy(cfg: &Config) -> Option<MountPolicy> {
         home: Some(cfg.mounts.home.clone()),
     };
     Some(MountPolicy::new(&allowlist, &resolver))
+}
+
+/// Applies overrides stored by `nanoclaw egress allow` that the live proxy does not have yet.
+async fn sync_overrides(egress: Option<&Arc<Egress>>, store: &StoreHandle, applied: &Applied) {
+    let Some(egress) = egress else { return };
+    match overrides::sync_from_store(egress, store, applied).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(new = n, "applied egress overrides"),
+        Err(e) => tracing::warn!(cause = %e, "egress overrides not synced"),
+    }
 }
 
 async fn reload_groups(store: &StoreHandle, queue: &Queue) -> anyhow::Result<usize> {
@@ -321,6 +332,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     );
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // Overrides granted while no host ran, then on every SIGHUP (the CLI sends one) and tick.
+    let applied = Applied::default();
+    sync_overrides(egress.as_ref(), &store, &applied).await;
     let mut tick = tokio::time::interval(MAINTENANCE_TICK);
     #[cfg(feature = "whatsapp")]
     let shutdown = crate::host::whatsapp::or_link_end(shutdown, whatsapp.clone());
@@ -353,11 +367,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
                     Err(e) => tracing::warn!(cause = %e, "reload failed"),
                 }
                 scheduler.tasks_changed();
+                sync_overrides(egress.as_ref(), &store, &applied).await;
             }
             _ = tick.tick() => {
                 if let Some(e) = &egress {
                     e.sweep_counters().await;
                 }
+                sync_overrides(egress.as_ref(), &store, &applied).await;
                 let now = Instant::now();
                 if let Err(e) = store.call(move |s| s.maybe_optimize(now)).await {
                     tracing::warn!(cause = %e, "PRAGMA optimize failed");
