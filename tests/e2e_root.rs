@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{Client, FAKE_KEY, Host, HostOpts};
 use nanoclaw::core::wire::HostStatus;
+use nanoclaw::net::netns::netns_with_prefix;
 use nanoclaw::runner::testing::{FakeApi, Step};
 use serde_json::json;
 
@@ -74,12 +75,7 @@ fn untriggered_group_waits_then_gets_context() {
     };
     let api = FakeApi::start(vec![Step::text("Noted both.")]).unwrap();
     let mut host = Host::start("tg", &api.url(), "10.232.0.0/24");
-    let reg = host.cli(&["groups", "register", "local:kitchen", "--folder", "kitchen"]);
-    assert!(
-        reg.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reg.stderr)
-    );
+    host.cli_ok(&["groups", "register", "local:kitchen", "--folder", "kitchen"]);
     std::thread::sleep(Duration::from_millis(500));
     let mut c = Client::connect(&host.socket());
     c.say("local:kitchen", "we are out of milk");
@@ -144,13 +140,8 @@ fn follow_up_during_a_live_run_is_piped_into_it() {
         host.diag()
     );
     // `nanoclaw status` sees the live run through the control socket (issue 9 item 3).
-    let out = host.cli(&["status", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: HostStatus = serde_json::from_slice(&out.stdout).unwrap();
+    let out = host.cli_ok(&["status", "--json"]);
+    let status: HostStatus = serde_json::from_str(&out).unwrap();
     assert_eq!(status.pid, host.pid() as u32);
     assert!(status.credential);
     assert_eq!(status.active_runs, 1);
@@ -158,9 +149,7 @@ fn follow_up_during_a_live_run_is_piped_into_it() {
     assert_eq!(status.groups.len(), 1);
     assert_eq!(status.groups[0].jid, "local:main");
     assert_eq!(status.groups[0].run.as_deref(), Some("message"));
-    let out = host.cli(&["status"]);
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = host.cli_ok(&["status"]);
     assert!(text.contains("model credential: configured"), "{text}");
     assert!(text.contains("runs: 1 active of"), "{text}");
     assert!(
@@ -235,13 +224,7 @@ fn task_scheduled_by_the_agent_fires_and_replies() {
     );
 
     // The task is listed by `nanoclaw status` while it waits.
-    let out = host.cli(&["status"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = host.cli_ok(&["status"]);
     assert!(text.contains("tasks: 1 (1 active"), "{text}");
     assert!(
         text.lines()
@@ -316,14 +299,14 @@ fn host_killed_mid_run_answers_once_after_restart() {
         "{}",
         host.diag()
     );
-    let orphaned = e2e::netns_with(&host.prefix);
+    let orphaned = netns_with_prefix(&host.prefix);
     assert_eq!(orphaned.len(), 1, "the live run's namespace: {orphaned:?}");
     let runs = host.sandbox_runs();
     assert_eq!(runs.len(), 1, "the live run: {runs:?}");
     let orphan_veth = format!("{}h", orphaned[0]);
     host.kill9();
     // A crash leaves the run's network and its nft rules behind for the next start to find.
-    assert_eq!(e2e::netns_with(&host.prefix), orphaned);
+    assert_eq!(netns_with_prefix(&host.prefix), orphaned);
     assert!(
         e2e::nft_table().contains(&orphan_veth),
         "{}",
@@ -348,7 +331,7 @@ fn host_killed_mid_run_answers_once_after_restart() {
         swept.contains(&format!("\"{}\"", orphaned[0])) && swept.contains(&orphan_veth),
         "{swept}"
     );
-    assert!(!e2e::netns_with(&host.prefix).contains(&orphaned[0]));
+    assert!(!netns_with_prefix(&host.prefix).contains(&orphaned[0]));
     assert!(
         !e2e::nft_table().contains(&orphan_veth),
         "{}",
@@ -400,7 +383,7 @@ fn sigterm_mid_run_exits_cleanly_and_leaks_nothing() {
         "{}",
         host.diag()
     );
-    assert_eq!(e2e::netns_with(&host.prefix).len(), 1);
+    assert_eq!(netns_with_prefix(&host.prefix).len(), 1);
     let image_mounted = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .contains(&*host.dir.path().join("run/runner-root").to_string_lossy());
@@ -486,13 +469,8 @@ fn without_a_credential_the_host_says_so() {
             && reply.contains("ANTHROPIC_API_KEY="),
         "{reply}"
     );
-    let out = host.cli(&["status"]);
-    assert!(out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("model credential: MISSING"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let text = host.cli_ok(&["status"]);
+    assert!(text.contains("model credential: MISSING"), "{text}");
     host.wait_log("the refused run", |l| {
         l.contains("no model credential is configured: put ANTHROPIC_API_KEY")
     });

@@ -10,8 +10,8 @@
 #[macro_use]
 #[path = "support/net.rs"]
 mod net_support;
-#[path = "support/host.rs"]
-mod host_support;
+#[path = "support/e2e.rs"]
+mod e2e;
 #[path = "support/sandbox.rs"]
 mod sandbox_support;
 
@@ -19,10 +19,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use host_support::{Client, Host, NamedNetns, runner_image, wait_for};
+use e2e::{Client, FAKE_KEY, Host, HostOpts, NamedNetns, wait_for};
 use nanoclaw::core::audit::AuditRecord;
 use nanoclaw::net::{RunNet, netns, nft};
-use nanoclaw::runner::testing::{FakeApi, Step};
+use nanoclaw::runner::testing::Step;
 use nanoclaw::sandbox::mounts::{self, DataLayout};
 use nanoclaw::sandbox::{Backend, BindMount, ContainerSpec, NetworkMode, RunOutcome, RunSpec};
 use net_support::*;
@@ -42,7 +42,7 @@ async fn run_in(
     output_cap: usize,
 ) -> RunOutcome {
     let mut c = ContainerSpec::new(
-        sb.rootfs.clone(),
+        sb.rootfs(),
         vec!["/bin/sh".into(), "-c".into(), script.into()],
     );
     c.env = net.env.clone();
@@ -406,24 +406,10 @@ fn twenty_container_runs_leave_no_network_behind() {
     });
 }
 
-/// Names of run networks with `prefix`: namespaces under /run/netns, host-side links and nft run
-/// rules inside the host namespace `ns`.
+/// [`run_networks`] as seen from the host namespace `ns`.
 fn run_networks_in(ns: &Path, prefix: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
     let p = prefix.to_string();
-    let (links, rules) = netns::in_netns(ns, move || {
-        let links: Vec<String> = netns::host_interfaces()
-            .unwrap()
-            .into_iter()
-            .filter(|n| n.starts_with(&p))
-            .collect();
-        let rules = nft::list_table()
-            .unwrap()
-            .map(|l| nft::all_run_rules(&l).into_iter().map(|r| r.0).collect())
-            .unwrap_or_default();
-        (links, rules)
-    })
-    .unwrap();
-    (netns::netns_with_prefix(prefix), links, rules)
+    netns::in_netns(ns, move || run_networks(&p)).unwrap()
 }
 
 fn table_in(ns: &Path) -> bool {
@@ -432,35 +418,21 @@ fn table_in(ns: &Path) -> bool {
 
 #[test]
 fn a_cli_override_reaches_the_running_host_and_a_killed_host_leaves_no_run_network() {
-    require_root!();
-    let Some(image) = runner_image() else {
-        eprintln!(
-            "skipping: runner image missing (runner-rootfs/build.sh --arch {} --out target/runner-{}.squashfs)",
-            std::env::consts::ARCH,
-            std::env::consts::ARCH
-        );
+    let Some(_serial) = e2e::begin() else {
         return;
     };
     let t0 = std::time::Instant::now();
-    const KEY: &str = "sk-ant-e2o-REAL-KEY-0123456789abcdef";
-    const PREFIX: &str = "e2o";
     // The host process lives in a namespace of its own, with the fake model API on its loopback
     // and the fake internet linked to it.
     let ns = NamedNetns::new("nctest-e2o-host");
     let internet = netns::in_netns(&ns.path(), || Internet::start("e2o", &test_ca())).unwrap();
-    let api = netns::in_netns(&ns.path(), || {
-        FakeApi::bind("127.0.0.1:0".parse().unwrap(), vec![]).unwrap()
-    })
-    .unwrap();
-    let mut host = Host::start(
-        &image,
-        KEY,
-        &api.url(),
-        PREFIX,
-        "10.233.0.0/24",
-        &format!("[egress.hosts]\n\"other.test\" = [\"{UPSTREAM_IP}\"]\n"),
-        Some(ns.path()),
-    );
+    let api = ns.fake_api(vec![]);
+    let mut host = Host::start_with(HostOpts {
+        extra: format!("[egress.hosts]\n\"other.test\" = [\"{UPSTREAM_IP}\"]\n"),
+        netns: Some(ns.path()),
+        ..HostOpts::new("o", "10.233.0.0/24", api.url())
+    });
+    let prefix = host.prefix.clone();
     // The agent's bash tool (the runner passes it no proxy variables): CONNECT through the proxy on
     // the run's gateway, plain HTTP inside the tunnel; repeated until the proxy refuses, so one
     // busy run sees the override used and then expired (no idle close or follow-up involved).
@@ -481,7 +453,7 @@ fn a_cli_override_reaches_the_running_host_and_a_killed_host_leaves_no_run_netwo
 
     eprintln!("e2o: granted phase at {:?}", t0.elapsed());
     // Granted: the CLI stores it and signals the host, which applies it at once (not at its 30 s tick).
-    let out = host.cli(&[
+    let out = host.cli_ok(&[
         "egress",
         "allow",
         "--group",
@@ -565,13 +537,13 @@ fn a_cli_override_reaches_the_running_host_and_a_killed_host_leaves_no_run_netwo
     // behind...
     let (killed_ns, killed_links, killed_rules) =
         wait_for("a live run", Duration::from_secs(10), || {
-            let n = run_networks_in(&ns.path(), PREFIX);
+            let n = run_networks_in(&ns.path(), &prefix);
             (n.0.len() == 1 && n.1.len() == 1 && !n.2.is_empty()).then_some(n)
         });
     drop(c);
-    host.kill();
+    host.kill9();
     assert_eq!(
-        run_networks_in(&ns.path(), PREFIX),
+        run_networks_in(&ns.path(), &prefix),
         (
             killed_ns.clone(),
             killed_links.clone(),
@@ -582,7 +554,7 @@ fn a_cli_override_reaches_the_running_host_and_a_killed_host_leaves_no_run_netwo
     eprintln!("e2o: restart phase at {:?}", t0.elapsed());
     // ...and the next start removes them before it serves anything.
     host.restart();
-    let (now_ns, now_links, now_rules) = run_networks_in(&ns.path(), PREFIX);
+    let (now_ns, now_links, now_rules) = run_networks_in(&ns.path(), &prefix);
     for leftover in killed_ns.iter().chain(&killed_links).chain(&killed_rules) {
         assert!(
             !now_ns.contains(leftover)
@@ -607,7 +579,7 @@ fn a_cli_override_reaches_the_running_host_and_a_killed_host_leaves_no_run_netwo
     assert!(host.stop().success(), "log:\n{}", host.log());
     eprintln!("e2o: stopped at {:?}", t0.elapsed());
     assert_eq!(
-        run_networks_in(&ns.path(), PREFIX),
+        run_networks_in(&ns.path(), &prefix),
         (vec![], vec![], vec![])
     );
     assert!(!table_in(&ns.path()), "the table is removed on shutdown");
@@ -617,8 +589,8 @@ fn a_cli_override_reaches_the_running_host_and_a_killed_host_leaves_no_run_netwo
         .unwrap_or_default();
     assert!(left.is_empty(), "sandbox state left: {left:?}");
     assert!(
-        !host.log().contains(KEY),
+        !host.log().contains(FAKE_KEY),
         "the real key appeared in the host log"
     );
-    assert_eq!(api.requests()[0].header("x-api-key"), Some(KEY));
+    assert_eq!(api.requests()[0].header("x-api-key"), Some(FAKE_KEY));
 }

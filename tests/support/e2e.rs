@@ -1,18 +1,26 @@
-//! Shared setup for the root end-to-end tests: the host as a subprocess (`nanoclaw run`) with a temp
-//! data dir, the runner image and the fake Messages API; a local-socket client; leak checks.
+//! Shared setup for the root tests that run a real `nanoclaw run` host as a subprocess: the host
+//! with a temp data dir (optionally inside a network namespace the test owns, [`NamedNetns`], so its
+//! `inet nanoclaw` table and run links never meet the machine's), the runner image, a local-socket
+//! client, wait helpers and leak checks.
 //!
 //! Hosts share one global nftables table (`inet nanoclaw`) and the `nanoclaw` cgroup parent, so the
 //! tests of one binary run their hosts one at a time ([`begin`] returns the guard).
+//!
+//! Include with `#[path = "support/e2e.rs"] mod e2e;`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use nanoclaw::net::netns;
+use nanoclaw::runner::testing::{FakeApi, Step};
 use nanoclaw::store::Store;
 use serde_json::Value;
 
@@ -20,10 +28,29 @@ pub const FAKE_KEY: &str = "sk-ant-e2e-REAL-KEY-0123456789abcdef";
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-pub fn image() -> PathBuf {
-    std::env::var_os("NANOCLAW_TEST_IMAGE").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/runner-x86_64.squashfs"),
-        PathBuf::from,
+/// The runner image: `$NANOCLAW_TEST_IMAGE`, else `target/runner-<arch>.squashfs` (built by
+/// `scripts/test.sh` with `runner-rootfs/build.sh`), else what `runner-rootfs/build.sh` or
+/// `check-reproducible.sh` left under `target/runner-rootfs/`; `None` when none is a file.
+pub fn runner_image() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NANOCLAW_TEST_IMAGE") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let arch = std::env::consts::ARCH;
+    [
+        target.join(format!("runner-{arch}.squashfs")),
+        target.join(format!("runner-rootfs/out/runner-{arch}.squashfs")),
+        target.join("runner-rootfs/repro/first.squashfs"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+/// Why the runner image is missing, for a skip line.
+pub fn no_image() -> String {
+    let arch = std::env::consts::ARCH;
+    format!(
+        "runner image missing (runner-rootfs/build.sh --arch {arch} --out target/runner-{arch}.squashfs, or NANOCLAW_TEST_IMAGE)"
     )
 }
 
@@ -37,16 +64,80 @@ pub fn unsupported() -> Option<String> {
     if !is_root() {
         return Some("needs root".into());
     }
-    if !image().is_file() {
-        return Some(format!(
-            "runner image {} missing (runner-rootfs/build.sh --arch x86_64 --out <it>)",
-            image().display()
-        ));
+    if runner_image().is_none() {
+        return Some(no_image());
     }
-    if Command::new("nft").arg("--version").output().is_err() {
-        return Some("nft not installed".into());
+    for tool in ["nft", "ip"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            return Some(format!("`{tool}` not installed (apt: nftables iproute2)"));
+        }
     }
     None
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, at most `limit`; `None` after that.
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// [`poll`], panicking with `what` when time runs out.
+pub fn wait_for<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(limit, f).unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// A named network namespace with `lo` up, deleted on drop.
+pub struct NamedNetns(pub String);
+
+impl NamedNetns {
+    /// The namespace, or why `ip` could not create it.
+    pub fn try_new(name: &str) -> Result<Self, String> {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        for args in [
+            vec!["netns", "add", name],
+            vec!["-n", name, "link", "set", "lo", "up"],
+        ] {
+            let out = Command::new("ip")
+                .args(&args)
+                .output()
+                .map_err(|e| format!("ip {args:?}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("ip {args:?}: {out:?}"));
+            }
+        }
+        Ok(Self(name.to_string()))
+    }
+
+    pub fn new(name: &str) -> Self {
+        Self::try_new(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.0))
+    }
+
+    /// The fake Messages API listening on this namespace's loopback (`127.0.0.1:<port>`), so only
+    /// a process in the namespace (a host started in it, a run joined to it) reaches it.
+    pub fn fake_api(&self, script: Vec<Step>) -> FakeApi {
+        netns::in_netns(&self.path(), || {
+            FakeApi::bind("127.0.0.1:0".parse().unwrap(), script).unwrap()
+        })
+        .unwrap()
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
 }
 
 /// The guard that serializes hosts in this test binary, or `None` (after printing why) when the
@@ -69,6 +160,10 @@ pub struct HostOpts {
     /// Write the model credential file (false: the host runs without one).
     pub credential: bool,
     pub idle_timeout_secs: u64,
+    /// TOML appended to the config.
+    pub extra: String,
+    /// Start the host inside this network namespace (else the caller's).
+    pub netns: Option<PathBuf>,
 }
 
 impl HostOpts {
@@ -79,6 +174,8 @@ impl HostOpts {
             upstream,
             credential: true,
             idle_timeout_secs: 5,
+            extra: String::new(),
+            netns: None,
         }
     }
 }
@@ -88,6 +185,7 @@ pub struct Host {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub prefix: String,
+    netns: Option<PathBuf>,
 }
 
 impl Host {
@@ -112,47 +210,61 @@ impl Host {
                  [queue]\nshutdown_grace_secs = 3\nretry_base_ms = 500\n\
                  [mounts]\nallowlist = \"{d}/allowlist.json\"\n\
                  [model]\ncredentials_file = \"{creds}\"\nupstream_url = \"{upstream}\"\n\
-                 [egress]\nname_prefix = \"{prefix}\"\nsubnet = \"{subnet}\"\n",
+                 [egress]\nname_prefix = \"{prefix}\"\nsubnet = \"{subnet}\"\n{extra}\n",
                 d = dir.path().display(),
-                img = image().display(),
+                img = runner_image().expect("begin() checked the image").display(),
                 idle = opts.idle_timeout_secs,
                 creds = creds.display(),
                 upstream = opts.upstream,
                 subnet = opts.subnet,
+                extra = opts.extra,
             ),
         )
         .unwrap();
-        let child = Self::spawn(&config, dir.path());
-        let host = Host {
+        let child = Self::spawn(&config, dir.path(), opts.netns.as_deref());
+        let mut host = Host {
             child,
             dir,
             config,
             prefix,
+            netns: opts.netns,
         };
         host.wait_for_socket();
         host
     }
 
-    fn spawn(config: &Path, dir: &Path) -> Child {
+    fn spawn(config: &Path, dir: &Path, netns: Option<&Path>) -> Child {
         // Appended, so a restarted host's log follows the first one's.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("host.log"))
             .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_nanoclaw"))
-            .args(["--config", config.to_str().unwrap(), "run"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanoclaw"));
+        cmd.args(["--config", config.to_str().unwrap(), "run"])
             .env("RUST_LOG", "info")
             .env_remove("CREDENTIALS_DIRECTORY")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+            .stderr(log);
+        if let Some(ns) = netns {
+            let file = std::fs::File::open(ns).unwrap();
+            // SAFETY: setns(2) is async-signal-safe; `file` outlives the spawn (moved into the
+            // closure), and the child joins the namespace before it execs.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        cmd.spawn().unwrap()
     }
 
-    /// Starts the host again on the same config and data (after [`Host::kill9`]).
+    /// Starts the host again on the same config, data and namespace (after a kill or a stop).
     pub fn restart(&mut self) {
-        self.child = Self::spawn(&self.config, self.dir.path());
+        self.child = Self::spawn(&self.config, self.dir.path(), self.netns.as_deref());
         self.wait_for_socket();
     }
 
@@ -164,15 +276,22 @@ impl Host {
         self.dir.path().join("data")
     }
 
-    fn wait_for_socket(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if UnixStream::connect(self.socket()).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// Returns once the chat socket accepts connections; panics if the host exits first.
+    fn wait_for_socket(&mut self) {
+        let (socket, child) = (self.socket(), &mut self.child);
+        let up = poll(Duration::from_secs(20), || match child.try_wait() {
+            Ok(Some(status)) => Some(Err(status)),
+            _ => UnixStream::connect(&socket).ok().map(|_| Ok(())),
+        });
+        match up {
+            Some(Ok(())) => {}
+            Some(Err(status)) => panic!("host exited ({status}); log:\n{}", self.log()),
+            None => panic!("host never listened; log:\n{}", self.log()),
         }
-        panic!("host never listened; log:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
@@ -206,6 +325,17 @@ impl Host {
             .env_remove("RUST_LOG")
             .output()
             .unwrap()
+    }
+
+    /// [`Host::cli`] that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "nanoclaw {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Run logs of a group (`groups/<folder>/logs/container-*.log`): one per container run.
@@ -243,15 +373,12 @@ impl Host {
 
     /// Waits until `pred` holds for the host log.
     pub fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !pred(&self.log()) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let seen = poll(Duration::from_secs(30), || pred(&self.log()).then_some(()));
+        assert!(
+            seen.is_some(),
+            "timed out waiting for {what}; log:\n{}",
+            self.log()
+        );
     }
 
     pub fn pid(&self) -> i32 {
@@ -273,23 +400,14 @@ impl Host {
     }
 
     fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "host did not stop; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = poll(limit, || self.child.try_wait().unwrap());
+        status.unwrap_or_else(|| panic!("host did not stop; log:\n{}", self.log()))
     }
 
     /// Everything of this host's that must be gone once it has stopped: its network namespaces and
     /// veths, the nft table, its runs' cgroups, sandbox state, mounts under its temp dir, and
-    /// processes still in its runs' cgroups.
+    /// processes still in its runs' cgroups. Network objects are looked for in the caller's
+    /// namespace, so this is for hosts started without [`HostOpts::netns`].
     pub fn leftovers(&self) -> Vec<String> {
         let mut found = net_leftovers(&self.prefix);
         for id in self.run_ids() {
@@ -378,13 +496,7 @@ pub fn net_leftovers(prefix: &str) -> Vec<String> {
         .filter(|l| l.contains(prefix))
         .map(str::to_string)
         .collect();
-    if let Ok(dir) = std::fs::read_dir("/run/netns") {
-        found.extend(
-            dir.flatten()
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| n.starts_with(prefix)),
-        );
-    }
+    found.extend(netns::netns_with_prefix(prefix));
     let nft = Command::new("nft")
         .args(["list", "tables"])
         .output()
@@ -393,18 +505,6 @@ pub fn net_leftovers(prefix: &str) -> Vec<String> {
         found.push("nft table inet nanoclaw".into());
     }
     found
-}
-
-/// Network namespaces with `prefix` right now.
-pub fn netns_with(prefix: &str) -> Vec<String> {
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| n.starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 pub struct Client {

@@ -466,14 +466,23 @@ pub fn rows_of<'a>(rows: &'a [AuditRecord], kind: &str) -> Vec<&'a AuditRecord> 
     rows.iter().filter(|r| r.kind == kind).collect()
 }
 
-pub fn leftovers(prefix: &str) -> (Vec<String>, Vec<String>, usize) {
-    let ifs: Vec<String> = netns::host_interfaces()
+/// Run networks named with `prefix`: namespaces under /run/netns, host-side links and the host
+/// interfaces of the nft run rules in this thread's namespace.
+pub fn run_networks(prefix: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let links: Vec<String> = netns::host_interfaces()
         .unwrap()
         .into_iter()
         .filter(|n| n.starts_with(prefix))
         .collect();
     let rules = nft::list_table()
         .unwrap()
-        .map_or(0, |l| nft::all_run_rules(&l).len());
-    (netns::netns_with_prefix(prefix), ifs, rules)
+        .map(|l| nft::all_run_rules(&l).into_iter().map(|r| r.0).collect())
+        .unwrap_or_default();
+    (netns::netns_with_prefix(prefix), links, rules)
+}
+
+/// [`run_networks`] with the run rules counted.
+pub fn leftovers(prefix: &str) -> (Vec<String>, Vec<String>, usize) {
+    let (ns, links, rules) = run_networks(prefix);
+    (ns, links, rules.len())
 }
