@@ -3,21 +3,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn nanoclaw(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanoclaw"));
-    cmd.args(args).env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("NANOCLAW_") {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run nanoclaw")
-}
+use common::nanoclaw;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -134,7 +134,7 @@ fn direct_tcp_udp_dns_and_ipv6_from_a_container_are_dropped_counted_and_audited(
         assert!(n_direct >= 1, "TCP SYNs counted: {n_direct}");
         assert!(n_dns >= 1, "DNS datagrams counted: {n_dns}");
         // Nothing reached the fake internet.
-        assert!(w.internet.seen.lock().unwrap().requests.is_empty());
+        assert!(w.internet.requests().is_empty());
         assert_eq!(
             w.internet.seen.lock().unwrap().udp_datagrams,
             echoed_to_host
@@ -222,12 +222,9 @@ fn the_proxy_serves_allowlisted_hosts_to_a_container_and_refuses_the_rest() {
         // Upstream saw exactly the two allowed requests, never other.test.
         let seen: Vec<(String, String)> = w
             .internet
-            .seen
-            .lock()
-            .unwrap()
-            .requests
-            .iter()
-            .map(|r| (r.0.clone(), r.3.clone()))
+            .requests()
+            .into_iter()
+            .map(|r| (r.0, r.3))
             .collect();
         assert_eq!(
             seen,
@@ -507,7 +504,7 @@ fn a_cli_override_reaches_the_running_host_and_a_killed_host_leaves_no_run_netwo
     );
     assert!(out.contains("hello from other.test"), "{out}");
     assert!(out.contains("other.test is not in the allowlist"), "{out}");
-    assert_eq!(internet.seen.lock().unwrap().requests.len(), allowed.len());
+    assert_eq!(internet.requests().len(), allowed.len());
     let rows = audit(&host);
     let used = kinds(&rows, "egress.override_used");
     let expired = kinds(&rows, "egress.override_expired");

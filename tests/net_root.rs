@@ -99,7 +99,7 @@ fn direct_traffic_ipv6_and_dns_are_dropped_counted_and_audited() {
         assert!(!udp_reply, "DNS to a public resolver must be dropped");
         assert!(v6.is_err(), "IPv6 must not work");
         assert_eq!(w.internet.seen.lock().unwrap().udp_datagrams, 0);
-        assert!(w.internet.seen.lock().unwrap().requests.is_empty());
+        assert!(w.internet.requests().is_empty());
         // The run has no IPv6 address at all.
         let addrs = Command::new("ip")
             .args(["-n", &run.link.names.netns, "-6", "addr"])
@@ -214,15 +214,7 @@ fn connect_proxy_applies_the_allowlist_and_closes_the_known_bypasses() {
         let (_, text) = &results["plain-denied"];
         assert!(text.starts_with("HTTP/1.1 403"), "{text}");
         // Upstream saw only the allowed requests: never other.test.
-        let seen: Vec<String> = w
-            .internet
-            .seen
-            .lock()
-            .unwrap()
-            .requests
-            .iter()
-            .map(|r| r.0.clone())
-            .collect();
+        let seen: Vec<String> = w.internet.requests().into_iter().map(|r| r.0).collect();
         assert_eq!(seen, ["allowed.test", "allowed.test"], "{seen:?}");
         w.egress.end_run("run-conn-1").await.unwrap();
         let rows = w.finish().await;
@@ -310,7 +302,7 @@ fn gateway_swaps_the_run_token_for_the_real_key_and_tokens_die_with_their_run() 
         let req_old = post(&ta);
         let stale_b = in_run_async(&b.link, move || http(pb, &req_old)).await;
         assert!(stale_b.starts_with("HTTP/1.1 401"), "{stale_b}");
-        assert_eq!(w.internet.seen.lock().unwrap().requests.len(), 1);
+        assert_eq!(w.internet.requests().len(), 1);
         let rows = w.finish().await;
         let gw: Vec<_> = rows_of(&rows, "egress.gateway");
         assert_eq!(gw.len(), 4, "{gw:?}");

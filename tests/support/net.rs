@@ -162,6 +162,11 @@ pub async fn record_and_answer(
 }
 
 impl Internet {
+    /// The requests seen so far: `(host header, x-api-key, authorization, path)`.
+    pub fn requests(&self) -> Vec<(String, String, String, String)> {
+        self.seen.lock().unwrap().requests.clone()
+    }
+
     /// Must be called from the test's host-namespace thread.
     pub fn start(tag: &str, ca: &Ca) -> Self {
         let ns = format!("nctest-{tag}-inet");
