@@ -3,21 +3,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn nanoclaw(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanoclaw"));
-    cmd.args(args).env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("NANOCLAW_") {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run nanoclaw")
-}
+use common::nanoclaw;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -338,4 +325,104 @@ fn groups_and_tasks_commands_on_the_fixture() {
         text(&out.stderr).trim(),
         "nanoclaw: error: no task with id task-int-1"
     );
+}
+
+/// Issue 9 item 3: `status` with no host running fails with exit 6 and says so, also when a crashed
+/// host left its pid file behind.
+#[test]
+fn status_without_a_running_host_exits_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let config = write_config(
+        dir.path(),
+        &format!("data_dir = \"{d}/data\"\nrun_dir = \"{d}/run\"\n"),
+    );
+    let out = nanoclaw(&["--config", &config, "status"], &[]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("nanoclaw: error: no nanoclaw host is running: no pid file"),
+        "{err}"
+    );
+    assert!(err.contains("nanoclaw run"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // A pid file whose process is gone (a crash): still not running.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    std::fs::create_dir_all(dir.path().join("run")).unwrap();
+    std::fs::write(dir.path().join("run/nanoclaw.pid"), format!("{pid}\n")).unwrap();
+    // A stale control socket, as a killed host leaves it.
+    drop(std::os::unix::net::UnixListener::bind(dir.path().join("run/control.sock")).unwrap());
+    let out = nanoclaw(&["--config", &config, "status"], &[]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("stale pid file"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `status` against a host that runs (its pid file names a live `nanoclaw` process) but whose control
+/// socket does not answer: what the pid file and the database tell, exit 0.
+#[test]
+fn status_falls_back_to_the_pid_file_and_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let config = write_config(
+        dir.path(),
+        &format!("data_dir = \"{d}/data\"\nrun_dir = \"{d}/run\"\n"),
+    );
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let out = nanoclaw(
+        &[
+            "--config",
+            &config,
+            "groups",
+            "register",
+            "local:kitchen",
+            "--folder",
+            "kitchen",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A stand-in host: a process whose name is `nanoclaw`.
+    let sleeper = dir.path().join("nanoclaw");
+    std::fs::copy("/bin/sleep", &sleeper).unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let host = Kill(
+        std::process::Command::new(&sleeper)
+            .arg("30")
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::create_dir_all(dir.path().join("run")).unwrap();
+    std::fs::write(
+        dir.path().join("run/nanoclaw.pid"),
+        format!("{}\n", host.0.id()),
+    )
+    .unwrap();
+
+    let out = nanoclaw(&["--config", &config, "status"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("nanoclaw host running: pid {}, up ", host.0.id())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("live state unavailable"), "{stdout}");
+    assert!(stdout.contains("local:kitchen"), "{stdout}");
+    assert!(stdout.contains("tasks: 0 (0 active"), "{stdout}");
+    // JSON is the live state only.
+    let out = nanoclaw(&["--config", &config, "status", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("did not answer"));
 }

@@ -2,23 +2,14 @@
 //! Yocto layer and the Buildroot tree install, and the environment the systemd unit sets.
 //! (The packaging trees themselves are checked by `packaging/check.sh`.)
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::nanoclaw;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn nanoclaw(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanoclaw"));
-    cmd.args(args).env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("NANOCLAW_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(env.iter().copied());
-    cmd.output().expect("run nanoclaw")
 }
 
 fn appliance_configs() -> Vec<PathBuf> {

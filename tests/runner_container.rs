@@ -3,107 +3,24 @@
 //! group's mounts, talking over the run's network namespace to the fake Messages API. One full turn
 //! with a tool call. Elsewhere it skips with the reason printed.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "support/e2e.rs"]
+mod e2e;
+#[path = "support/sandbox.rs"]
+mod sandbox_support;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
+use e2e::{NamedNetns, no_image, runner_image};
 use nanoclaw::core::wire::FrameStatus;
-use nanoclaw::runner::testing::{FakeApi, Step};
+use nanoclaw::runner::testing::Step;
 use nanoclaw::sandbox::mounts::{self, DataLayout};
 use nanoclaw::sandbox::spec::NetworkMode;
 use nanoclaw::sandbox::{
-    Backend, ContainerSpec, LibcontainerBackend, LibcontainerConfig, RunEvent, RunSpec, RunStatus,
-    SandboxError, image,
+    Backend, ContainerSpec, LibcontainerConfig, RunEvent, RunSpec, RunStatus, SandboxError, image,
 };
+use sandbox_support::{CgroupParent, HELPER, Sandbox, can_run_containers};
 use serde_json::{Value, json};
-
-/// The image under test: `$NANOCLAW_RUNNER_IMAGE`, else `target/runner-<arch>.squashfs` (built by
-/// `scripts/test.sh` before `cargo test`), else what `runner-rootfs/build.sh` or
-/// `check-reproducible.sh` left under `target/runner-rootfs/`.
-fn runner_image() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("NANOCLAW_RUNNER_IMAGE") {
-        return Some(PathBuf::from(p));
-    }
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let arch = std::env::consts::ARCH;
-    [
-        // Where scripts/test.sh builds it for CI.
-        target.join(format!("runner-{arch}.squashfs")),
-        target.join(format!("runner-rootfs/out/runner-{arch}.squashfs")),
-        target.join("runner-rootfs/repro/first.squashfs"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-}
-
-/// A network namespace with only `lo` up, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Option<Self> {
-        let ok = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        if !ok(&["netns", "add", &name]) || !ok(&["-n", &name, "link", "set", "lo", "up"]) {
-            return None;
-        }
-        Some(Self(name))
-    }
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.0))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// Removes the test's cgroup parent (every controller; v1 or v2), which the backend leaves behind.
-struct CgroupParent(String);
-
-impl Drop for CgroupParent {
-    fn drop(&mut self) {
-        let mut dirs = vec![Path::new("/sys/fs/cgroup").join(&self.0)];
-        if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
-            dirs.extend(ctrls.filter_map(|e| e.ok()).map(|e| e.path().join(&self.0)));
-        }
-        for dir in dirs.iter().filter(|d| d.is_dir()) {
-            if let Ok(children) = std::fs::read_dir(dir) {
-                for c in children
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.path().is_dir())
-                {
-                    let _ = std::fs::remove_dir(c.path());
-                }
-            }
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
-/// Starts the fake API on 127.0.0.1 inside `netns` (the listener lives in that namespace).
-fn fake_api_in(netns: &Path, script: Vec<Step>) -> FakeApi {
-    let netns = netns.to_path_buf();
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(&netns).unwrap();
-        // SAFETY: setns on a namespace fd we hold open; it changes only this thread's namespace.
-        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-        FakeApi::bind("127.0.0.1:0".parse().unwrap(), script).unwrap()
-    })
-    .join()
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_turn_with_a_tool_call_in_a_real_container() {
@@ -111,38 +28,20 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "nanoclaw=debug".into()))
         .with_test_writer()
         .try_init();
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        eprintln!("skipping runner_container: needs root for real containers (euid {euid})");
-        return;
-    }
-    let Some(image_path) = runner_image() else {
-        eprintln!(
-            "skipping runner_container: no runner image; build it first with runner-rootfs/build.sh --arch {} --out target/runner-{}.squashfs",
-            std::env::consts::ARCH,
-            std::env::consts::ARCH
-        );
+    let Some(sb) = Sandbox::new("runner_container") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path().canonicalize().unwrap();
-    let cgroup_parent = CgroupParent(format!("nanoclaw-test-{}-runner", std::process::id()));
-    let backend = match LibcontainerBackend::new(LibcontainerConfig {
-        helper_exe: PathBuf::from(env!("CARGO_BIN_EXE_nanoclaw")),
-        state_root: base.join("state"),
-        cgroup_parent: cgroup_parent.0.clone(),
-        ..Default::default()
-    }) {
-        Ok(b) => b,
-        Err(SandboxError::Cgroup(e)) => {
-            eprintln!("skipping runner_container: this host cannot enforce run limits: {e}");
+    let Some(image_path) = runner_image() else {
+        eprintln!("skipping runner_container: {}", no_image());
+        return;
+    };
+    let (base, backend) = (&sb.base, &sb.backend);
+    let netns = match NamedNetns::try_new(&format!("ncrun-{}", std::process::id())) {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("skipping runner_container: cannot create a network namespace: {e}");
             return;
         }
-        Err(e) => panic!("{e}"),
-    };
-    let Some(netns) = Netns::new(format!("ncrun-{}", std::process::id())) else {
-        eprintln!("skipping runner_container: cannot create a network namespace (ip netns add)");
-        return;
     };
     let root = image::prepare(&image_path, &base.join("root")).unwrap();
     eprintln!(
@@ -154,13 +53,10 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
     let script = "id -u; touch /usr/bin/x 2>/dev/null || echo rootfs-read-only; \
         awk '$2==\"/\" {print \"root-opts=\" $4}' /proc/mounts; grep CapEff /proc/self/status; \
         env | grep -c -e ANTHROPIC_API_KEY -e run-token-xyz; echo from-the-run > /workspace/group/out.txt";
-    let api = fake_api_in(
-        &netns.path(),
-        vec![
-            Step::tool("bash", json!({"command": script})),
-            Step::text("done"),
-        ],
-    );
+    let api = netns.fake_api(vec![
+        Step::tool("bash", json!({"command": script})),
+        Step::text("done"),
+    ]);
     let layout = DataLayout {
         data_dir: base.join("data"),
     };
@@ -204,7 +100,6 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
         }
     };
     let _ = root.unmount();
-    drop(cgroup_parent);
     let stderr = String::from_utf8_lossy(&outcome.stderr.bytes).into_owned();
     assert_eq!(outcome.status, RunStatus::Exited(0), "{stderr}");
     assert_eq!(frames.len(), 2, "{frames:?}\n{stderr}");
@@ -232,4 +127,70 @@ async fn a_full_turn_with_a_tool_call_in_a_real_container() {
         std::fs::read_to_string(layout.group_dir("family").join("out.txt")).unwrap(),
         "from-the-run\n"
     );
+}
+
+/// `nanoclaw bench runner --image`: real container runs, each in its own netns, with figures that
+/// come from those runs (a request per run, the run cgroup's peak memory) and nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_benchmark_measures_real_container_runs() {
+    if !can_run_containers("runner container benchmark") {
+        return;
+    }
+    let Some(image_path) = runner_image() else {
+        eprintln!("skipping runner container benchmark: {}", no_image());
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().canonicalize().unwrap();
+    let cgroup_parent = CgroupParent::new("bench");
+    let opts = nanoclaw::runner::bench::ContainerBench {
+        image: image_path,
+        runs: 2,
+        backend: LibcontainerConfig {
+            helper_exe: PathBuf::from(HELPER),
+            state_root: base.join("state"),
+            cgroup_parent: cgroup_parent.0.clone(),
+            ..Default::default()
+        },
+        work_dir: base.join("work"),
+        subnet: "10.231.7.0/24".parse().unwrap(),
+    };
+    let report = match nanoclaw::runner::bench::bench_runner_in_container(&opts).await {
+        Ok(r) => r,
+        Err(nanoclaw::runner::bench::BenchError::Sandbox(SandboxError::Cgroup(e))) => {
+            eprintln!(
+                "skipping runner container benchmark: this host cannot enforce run limits: {e}"
+            );
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    eprintln!("{report}");
+    assert_eq!(report.first_request.len(), 2);
+    assert!(
+        report
+            .first_request
+            .iter()
+            .zip(&report.total)
+            .all(|(f, t)| f < t)
+    );
+    // The cgroup's peak: at least the runner's own pages, far below the original's ~400 MiB tree.
+    assert!(
+        report
+            .peak_rss_kib
+            .iter()
+            .all(|&k| k > 256 && k < 200 * 1024),
+        "{report}"
+    );
+    assert!(report.to_string().contains("in a container"), "{report}");
+    assert!(!base.join("work").exists(), "work dir removed");
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ncbn"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "netns left: {left:?}");
 }

@@ -5,6 +5,9 @@
 //! cached under `target/`. Without root, or on a host that cannot enforce the limits, every test
 //! prints why it skips.
 
+#[path = "support/sandbox.rs"]
+mod sandbox_support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +17,6 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nanoclaw::core::mount_policy::{MountAllowlist, MountPolicy};
@@ -23,39 +25,22 @@ use nanoclaw::sandbox::mounts::{self, DataLayout, FsResolver};
 use nanoclaw::sandbox::protocol::{Event, ProcessExit, Request, RunRequest};
 use nanoclaw::sandbox::{
     Backend, ContainerSpec, LibcontainerBackend, LibcontainerConfig, RunEvent, RunLogSpec,
-    RunOutcome, RunSpec, RunStatus, SandboxError,
+    RunOutcome, RunSpec, RunStatus,
 };
+use sandbox_support::{HELPER, Sandbox, test_rootfs};
 
-const HELPER: &str = env!("CARGO_BIN_EXE_nanoclaw");
-
-fn test_rootfs() -> PathBuf {
-    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
-    ROOTFS
-        .get_or_init(|| {
-            let dir = std::env::var_os("NANOCLAW_TEST_ROOTFS")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-rootfs")
-                });
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/build-test-rootfs.sh");
-            let out = Command::new(&script).arg(&dir).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{} failed (CI must install busybox-static): {}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            dir.canonicalize().unwrap()
-        })
-        .clone()
-}
-
+/// A [`Sandbox`] with the busybox rootfs resolved and a `data/` dir for group layouts.
 struct Env {
-    backend: LibcontainerBackend,
+    sb: Sandbox,
     rootfs: PathBuf,
     data: PathBuf,
-    _tmp: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
 }
 
 /// The environment for one test, or `None` (with the reason printed) where it cannot run.
@@ -64,36 +49,13 @@ fn env(name: &str) -> Option<Env> {
 }
 
 fn env_with(name: &str, tweak: impl FnOnce(&mut LibcontainerConfig)) -> Option<Env> {
-    let euid = nix::unistd::geteuid().as_raw();
-    if euid != 0 {
-        eprintln!("skipping {name}: needs root for real containers (euid {euid})");
-        return None;
-    }
-    let rootfs = test_rootfs();
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path().canonicalize().unwrap();
-    let mut cfg = LibcontainerConfig {
-        helper_exe: PathBuf::from(HELPER),
-        state_root: base.join("state"),
-        cgroup_parent: format!("nanoclaw-test-{}-{name}", std::process::id()),
-        ..Default::default()
-    };
-    tweak(&mut cfg);
-    let backend = match LibcontainerBackend::new(cfg) {
-        Ok(b) => b,
-        Err(SandboxError::Cgroup(e)) => {
-            eprintln!("skipping {name}: this host cannot enforce run limits: {e}");
-            return None;
-        }
-        Err(e) => panic!("{e}"),
-    };
-    let data = base.join("data");
+    let sb = Sandbox::with_config(name, tweak)?;
+    let data = sb.base.join("data");
     fs::create_dir_all(&data).unwrap();
     Some(Env {
-        backend,
-        rootfs,
+        rootfs: sb.rootfs(),
         data,
-        _tmp: tmp,
+        sb,
     })
 }
 
@@ -139,35 +101,10 @@ impl Env {
         self.run(self.spec(self.sh(script))).await
     }
 
-    /// The cgroup dirs the runs live under (one per v1 controller, or one on v2).
-    fn cgroup_parents(&self) -> Vec<PathBuf> {
-        let parent = format!("/{}", self.backend.config().cgroup_parent);
-        self.backend.cgroup_host().run_dirs(&parent)
-    }
-
     /// Nothing of any run is left: state dirs, cgroups, mounts, zombies, supervisors.
     fn assert_clean(&self) {
-        assert_eq!(
-            self.backend.live_runs(),
-            0,
-            "supervisor tasks still running"
-        );
+        self.sb.assert_clean();
         let state = &self.backend.config().state_root;
-        if state.exists() {
-            let left: Vec<_> = fs::read_dir(state).unwrap().flatten().collect();
-            assert!(left.is_empty(), "state dirs left: {left:?}");
-        }
-        for dir in self.cgroup_parents() {
-            if dir.exists() {
-                let left: Vec<_> = fs::read_dir(&dir)
-                    .unwrap()
-                    .flatten()
-                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-                    .map(|e| e.path())
-                    .collect();
-                assert!(left.is_empty(), "cgroups left: {left:?}");
-            }
-        }
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
         for needle in [state.to_string_lossy(), self.rootfs.to_string_lossy()] {
             assert!(
@@ -180,14 +117,6 @@ impl Env {
         wait_until("no zombie children", Duration::from_secs(3), || {
             own_zombies().is_empty()
         });
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for dir in self.cgroup_parents() {
-            let _ = fs::remove_dir(dir);
-        }
     }
 }
 

@@ -61,6 +61,12 @@ enum Command {
     },
     /// Run the host: channels, group actors, scheduler, IPC, sandboxed agent runs (the main job).
     Run,
+    /// The running host: groups, live runs, queue depths, tasks, uptime (exit 6 when none runs).
+    Status {
+        /// The live state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Talk to the running host over the local channel.
     Chat {
         /// Chat to talk in.
@@ -117,8 +123,12 @@ enum BenchWhat {
         #[arg(long, default_value_t = 30)]
         runs: usize,
         /// The nanoclaw-runner binary (default: next to this executable).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "image")]
         runner: Option<PathBuf>,
+        /// Run the runner from this image in real containers, each with its own network
+        /// namespace, as the host does (root).
+        #[arg(long)]
+        image: Option<PathBuf>,
     },
 }
 
@@ -275,13 +285,43 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
             },
         },
         Command::Doctor => commands::doctor(&cfg, &Probe::system(), &mut out),
+        Command::Status { json } => commands::status(&cfg, json, &mut out),
         Command::Bench {
-            what: BenchWhat::Runner { runs, runner },
+            what:
+                BenchWhat::Runner {
+                    runs,
+                    runner,
+                    image,
+                },
         } => {
             use nanoclaw::runner::bench;
-            let path = runner.unwrap_or_else(bench::default_runner_path);
-            let report = bench::bench_runner(&path, runs.max(1))
-                .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            let report = match image {
+                Some(image) => {
+                    let opts = bench::ContainerBench {
+                        image,
+                        runs: runs.max(1),
+                        backend: nanoclaw::sandbox::LibcontainerConfig {
+                            state_root: cfg.run_dir.join("sandbox"),
+                            ..Default::default()
+                        },
+                        work_dir: cfg
+                            .run_dir
+                            .join(format!("bench-runner-{}", std::process::id())),
+                        subnet: cfg
+                            .egress
+                            .subnet()
+                            .map_err(|e| CommandError::new(exit::CONFIG, e))?,
+                    };
+                    tokio::runtime::Runtime::new()
+                        .map_err(|e| CommandError::new(exit::FAILURE, e))?
+                        .block_on(bench::bench_runner_in_container(&opts))
+                }
+                None => {
+                    let path = runner.unwrap_or_else(bench::default_runner_path);
+                    bench::bench_runner(&path, runs.max(1))
+                }
+            }
+            .map_err(|e| CommandError::new(exit::FAILURE, e))?;
             std::io::Write::write_fmt(&mut out, format_args!("{report}\n"))
                 .map_err(|e| CommandError::new(exit::FAILURE, e))?;
             Ok(exit::OK)
@@ -306,6 +346,8 @@ fn dispatch(cli: Cli) -> Result<u8, CommandError> {
                 g.id, g.entry, g.expires_at
             )
             .map_err(|e| CommandError::new(exit::FAILURE, e))?;
+            // A running host applies it at once (SIGHUP); otherwise at its next maintenance tick.
+            nanoclaw::host::run::notify_running_host(&cfg.run_dir);
             Ok(exit::OK)
         }
         Command::Groups { db, action } => {

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::ipc_auth::Operation;
 use crate::core::schedule::{self, Schedule, ScheduleError};
 use crate::core::types::{ContextMode, FolderError, validate_folder};
 use crate::core::wire::ContainerConfig;
@@ -250,14 +251,19 @@ pub enum IpcCommand {
 impl IpcCommand {
     /// The command's wire `type`, for logs and audit events.
     pub fn name(&self) -> &'static str {
+        self.operation().name()
+    }
+
+    /// What authorization needs to know about this command (`core::ipc_auth`).
+    pub fn operation(&self) -> Operation<'_> {
         match self {
-            Self::SendMessage { .. } => "message",
-            Self::ScheduleTask { .. } => "schedule_task",
-            Self::PauseTask { .. } => "pause_task",
-            Self::ResumeTask { .. } => "resume_task",
-            Self::CancelTask { .. } => "cancel_task",
-            Self::RefreshGroups => "refresh_groups",
-            Self::RegisterGroup { .. } => "register_group",
+            Self::SendMessage { chat_jid, .. } => Operation::SendMessage { chat_jid },
+            Self::ScheduleTask { target_jid, .. } => Operation::ScheduleTask { target_jid },
+            Self::PauseTask { task_id } => Operation::PauseTask { task_id },
+            Self::ResumeTask { task_id } => Operation::ResumeTask { task_id },
+            Self::CancelTask { task_id } => Operation::CancelTask { task_id },
+            Self::RefreshGroups => Operation::RefreshGroups,
+            Self::RegisterGroup { jid, folder, .. } => Operation::RegisterGroup { jid, folder },
         }
     }
 }

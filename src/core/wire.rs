@@ -229,3 +229,43 @@ pub struct LocalHistoryEntry {
     pub text: String,
     pub time: String,
 }
+
+/// What a running host reports on its control socket (`<run_dir>/control.sock`, one JSON line per
+/// connection) for `nanoclaw status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub version: String,
+    pub pid: u32,
+    /// When the host started serving (UTC ISO).
+    pub started_at: String,
+    pub uptime_secs: u64,
+    /// Whether a model credential is loaded; without one every run is refused.
+    pub credential: bool,
+    pub max_concurrent_runs: usize,
+    /// Runs holding a global slot right now.
+    pub active_runs: usize,
+    /// Runs started since the host started.
+    pub runs_started: u64,
+    pub retries_scheduled: u64,
+    pub groups: Vec<GroupStatus>,
+}
+
+/// One group actor as [`HostStatus`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub jid: String,
+    pub folder: String,
+    pub name: String,
+    /// `"message"` or `"task"` while a run is live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The task id of a live task run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_task: Option<String>,
+    /// New messages were noted and not yet looked at.
+    pub pending_messages: bool,
+    /// Task runs waiting in the group's mailbox.
+    pub queued_tasks: usize,
+    /// Entries in the group's mailbox (wake-ups and task runs).
+    pub mailbox_depth: usize,
+}

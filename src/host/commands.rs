@@ -349,3 +349,174 @@ pub fn tasks_act(db: &Path, id: &str, action: TaskAction, out: &mut impl Write) 
     writeln!(out, "{verb} {id}").map_err(io_err)?;
     Ok(exit::OK)
 }
+
+/// `1h02m03s`, `4m05s`, `7s`.
+fn human_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s:02}s"),
+        _ => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
+
+/// The pid in the pid file, if that process is alive and is a `nanoclaw`.
+fn running_pid(run_dir: &Path) -> Result<(i32, Option<std::time::SystemTime>), String> {
+    let pid_file = crate::host::run::pid_file(run_dir);
+    let text = std::fs::read_to_string(&pid_file)
+        .map_err(|e| format!("no pid file {} ({e})", pid_file.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| format!("pid file {} holds no pid", pid_file.display()))?;
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) == 0 }
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !alive {
+        return Err(format!(
+            "pid {pid} from {} is not running (stale pid file)",
+            pid_file.display()
+        ));
+    }
+    // A recycled pid belongs to some other program.
+    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        && comm.trim() != "nanoclaw"
+    {
+        return Err(format!(
+            "pid {pid} from {} is {:?}, not nanoclaw (stale pid file)",
+            pid_file.display(),
+            comm.trim()
+        ));
+    }
+    let since = std::fs::metadata(&pid_file).and_then(|m| m.modified()).ok();
+    Ok((pid, since))
+}
+
+fn print_tasks(db: &Path, out: &mut impl Write) -> CommandResult {
+    let tasks = match Store::open_read_only(db).and_then(|s| s.all_tasks()) {
+        Ok(t) => t,
+        Err(e) => {
+            writeln!(out, "tasks: unavailable ({e})").map_err(io_err)?;
+            return Ok(exit::OK);
+        }
+    };
+    let count = |s: &str| tasks.iter().filter(|t| t.status.to_string() == s).count();
+    writeln!(
+        out,
+        "tasks: {} ({} active, {} paused, {} completed)",
+        tasks.len(),
+        count("active"),
+        count("paused"),
+        count("completed")
+    )
+    .map_err(io_err)?;
+    for t in &tasks {
+        writeln!(
+            out,
+            "  {:<36} {:<12} {:<9} next {}",
+            t.id,
+            t.group_folder,
+            t.status,
+            t.next_run.as_deref().unwrap_or("-")
+        )
+        .map_err(io_err)?;
+    }
+    Ok(exit::OK)
+}
+
+/// `status`: the live host over its control socket (groups, live runs, queue depths, uptime), plus the
+/// tasks from the database. A host without a reachable control socket is described from its pid file
+/// and the database. No running host is an error ([`exit::NOT_RUNNING`]).
+pub fn status(cfg: &Config, json: bool, out: &mut impl Write) -> CommandResult {
+    let socket = crate::host::control::socket_path(&cfg.run_dir);
+    let live = crate::host::control::fetch_status(&socket, std::time::Duration::from_secs(5));
+    let s = match live {
+        Ok(s) => s,
+        Err(control_err) => {
+            let (pid, since) = running_pid(&cfg.run_dir).map_err(|why| {
+                CommandError::new(
+                    exit::NOT_RUNNING,
+                    anyhow::anyhow!(
+                        "no nanoclaw host is running: {why}; start one with `nanoclaw run`"
+                    ),
+                )
+            })?;
+            if json {
+                return Err(CommandError::new(
+                    exit::FAILURE,
+                    anyhow::anyhow!("host pid {pid} is running but did not answer: {control_err}"),
+                ));
+            }
+            let up = since
+                .and_then(|t| t.elapsed().ok())
+                .map_or_else(|| "?".to_string(), |d| human_duration(d.as_secs()));
+            writeln!(
+                out,
+                "nanoclaw host running: pid {pid}, up {up}\n\
+                 live state unavailable ({control_err}); from the database:"
+            )
+            .map_err(io_err)?;
+            let db = cfg.db_path();
+            groups_list(&db, out)?;
+            return print_tasks(&db, out);
+        }
+    };
+    if json {
+        let text =
+            serde_json::to_string_pretty(&s).map_err(|e| CommandError::new(exit::FAILURE, e))?;
+        writeln!(out, "{text}").map_err(io_err)?;
+        return Ok(exit::OK);
+    }
+    writeln!(
+        out,
+        "nanoclaw {} host running: pid {}, up {} (since {})",
+        s.version,
+        s.pid,
+        human_duration(s.uptime_secs),
+        s.started_at
+    )
+    .map_err(io_err)?;
+    writeln!(
+        out,
+        "model credential: {}",
+        if s.credential {
+            "configured"
+        } else {
+            "MISSING (runs are refused; write ANTHROPIC_API_KEY=... to the credentials file)"
+        }
+    )
+    .map_err(io_err)?;
+    writeln!(
+        out,
+        "runs: {} active of {} max; {} started, {} retries since start",
+        s.active_runs, s.max_concurrent_runs, s.runs_started, s.retries_scheduled
+    )
+    .map_err(io_err)?;
+    writeln!(
+        out,
+        "{:<32} {:<16} {:<8} {:<8} {:<7} MAILBOX",
+        "GROUP", "FOLDER", "RUN", "PENDING", "TASKS"
+    )
+    .map_err(io_err)?;
+    for g in &s.groups {
+        let run = match (&g.run, &g.running_task) {
+            (Some(kind), Some(task)) if kind == "task" => format!("task {task}"),
+            (Some(kind), _) => kind.clone(),
+            (None, _) => "-".to_string(),
+        };
+        writeln!(
+            out,
+            "{:<32} {:<16} {:<8} {:<8} {:<7} {}",
+            g.jid,
+            g.folder,
+            run,
+            if g.pending_messages { "yes" } else { "no" },
+            g.queued_tasks,
+            g.mailbox_depth
+        )
+        .map_err(io_err)?;
+    }
+    print_tasks(&cfg.db_path(), out)
+}

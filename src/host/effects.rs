@@ -130,4 +130,8 @@ impl IpcEffects for HostEffects {
     fn audit(&self, event: AuditEvent) {
         self.audit.emit(event);
     }
+
+    async fn side_effect_applied(&self, source_folder: &str) {
+        self.queue.note_ipc_output(source_folder).await;
+    }
 }

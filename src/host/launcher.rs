@@ -215,6 +215,7 @@ impl SandboxLauncher {
             outcome_tx,
             egress,
             run_id.clone(),
+            (self.ipc.clone(), folder.clone()),
         ));
         Ok(RunHandle {
             frames: frames_rx,
@@ -234,6 +235,7 @@ async fn forward(
     outcome: oneshot::Sender<RunOutcome>,
     egress: Arc<Egress>,
     run_id: String,
+    (ipc, folder): (IpcLayout, String),
 ) {
     let mut result = RunOutcome::Error("run ended without an outcome".to_string());
     while let Some(event) = handle.next_event().await {
@@ -262,7 +264,26 @@ async fn forward(
     if let Err(e) = egress.end_run(&run_id).await {
         tracing::warn!(run = %run_id, cause = %e, "run network teardown failed");
     }
+    if matches!(result, RunOutcome::Error(_)) {
+        settle_ipc(&ipc, &folder, &run_id).await;
+    }
     let _ = outcome.send(result);
+}
+
+/// How long a failed run's outcome waits for the watcher to apply the commands the run left.
+const IPC_SETTLE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Waits (bounded) until the watcher has applied the command files a failed run wrote just before it
+/// ended, so a message it sent counts as output and the run is not retried (contract §12.15).
+async fn settle_ipc(ipc: &IpcLayout, folder: &str, run_id: &str) {
+    let deadline = tokio::time::Instant::now() + IPC_SETTLE_LIMIT;
+    while ipc.has_pending_commands(folder) {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(run = %run_id, %folder, "IPC commands still pending when the failed run is settled");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 struct Control {

@@ -2,6 +2,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod doctor;
 pub mod effects;
 pub mod launcher;
@@ -25,4 +26,6 @@ pub mod exit {
     pub const DATABASE: u8 = 4;
     /// `doctor` found at least one failing check.
     pub const CHECKS_FAILED: u8 = 5;
+    /// `status` found no running host.
+    pub const NOT_RUNNING: u8 = 6;
 }

@@ -99,6 +99,8 @@ pub fn init(level: &str, target: LogTarget) -> Sink {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(Redacting(io::stderr))
+                // Colour only for a person at a terminal; a log file or pipe gets plain text.
+                .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
                 .with_target(false),
         )
         .try_init();

@@ -16,6 +16,7 @@ use crate::core::mount_policy::MountPolicy;
 use crate::core::types::{MAIN_GROUP_FOLDER, RegisteredGroup};
 use crate::core::wire::LocalHistoryEntry;
 use crate::host::config::Config;
+use crate::host::control;
 use crate::host::effects::HostEffects;
 use crate::host::launcher::{LauncherSettings, SandboxLauncher};
 use crate::host::router::Router;
@@ -23,6 +24,7 @@ use crate::host::systemd;
 use crate::ipc::{HandlerConfig, IpcLayout, IpcWatcher, WatcherConfig};
 use crate::net::Egress;
 use crate::net::audit::{AuditSink, spawn_store_writer};
+use crate::net::overrides::{self, Applied};
 use crate::net::proxy::{Resolver, Upstream, webpki_roots_store};
 use crate::net::secret::Credential;
 use crate::queue::{Outbound, Queue, QueueSettings, RetryPolicy};
@@ -96,6 +98,16 @@ fn mount_policy(cfg: &Config) -> Option<MountPolicy> {
         home: Some(cfg.mounts.home.clone()),
     };
     Some(MountPolicy::new(&allowlist, &resolver))
+}
+
+/// Applies overrides stored by `nanoclaw egress allow` that the live proxy does not have yet.
+async fn sync_overrides(egress: Option<&Arc<Egress>>, store: &StoreHandle, applied: &Applied) {
+    let Some(egress) = egress else { return };
+    match overrides::sync_from_store(egress, store, applied).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(new = n, "applied egress overrides"),
+        Err(e) => tracing::warn!(cause = %e, "egress overrides not synced"),
+    }
 }
 
 async fn reload_groups(store: &StoreHandle, queue: &Queue) -> anyhow::Result<usize> {
@@ -296,6 +308,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         let _ = watcher_stop.wait_for(|s| *s).await;
     }));
 
+    let control = match control::serve(
+        control::socket_path(&cfg.run_dir),
+        control::StatusSource::new(queue.clone(), egress.is_some()),
+        stop_rx.clone(),
+    ) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::warn!(cause = %e, "no control socket; `nanoclaw status` falls back to the database");
+            None
+        }
+    };
+
     queue.recover();
     let watchdog =
         systemd::watchdog_interval().map(|i| tokio::spawn(systemd::watchdog(i, stop_rx.clone())));
@@ -308,6 +332,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     );
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // Overrides granted while no host ran, then on every SIGHUP (the CLI sends one) and tick.
+    let applied = Applied::default();
+    sync_overrides(egress.as_ref(), &store, &applied).await;
     let mut tick = tokio::time::interval(MAINTENANCE_TICK);
     #[cfg(feature = "whatsapp")]
     let shutdown = crate::host::whatsapp::or_link_end(shutdown, whatsapp.clone());
@@ -340,11 +367,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
                     Err(e) => tracing::warn!(cause = %e, "reload failed"),
                 }
                 scheduler.tasks_changed();
+                sync_overrides(egress.as_ref(), &store, &applied).await;
             }
             _ = tick.tick() => {
                 if let Some(e) = &egress {
                     e.sweep_counters().await;
                 }
+                sync_overrides(egress.as_ref(), &store, &applied).await;
                 let now = Instant::now();
                 if let Err(e) = store.call(move |s| s.maybe_optimize(now)).await {
                     tracing::warn!(cause = %e, "PRAGMA optimize failed");
@@ -367,6 +396,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let _ = scheduler_task.await;
     let _ = stop_tx.send(true);
     let _ = watcher_task.await;
+    if let Some(task) = control {
+        let _ = task.await;
+    }
     if let Some(w) = watchdog {
         let _ = w.await;
     }

@@ -80,6 +80,13 @@ pub trait IpcEffects: Send + Sync + 'static {
 
     /// Records a security-relevant event (denial, rejection, limit).
     fn audit(&self, event: AuditEvent);
+
+    /// Called after a command from `source_folder` took an effect a retry would repeat (a message sent,
+    /// a task created). The host counts it as output of that group's live run, so a failed run is not
+    /// retried and its messages are not answered twice (contract §12.15).
+    fn side_effect_applied(&self, _source_folder: &str) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Most sends and audit events [`StoreEffects`] keeps in memory.

@@ -5,7 +5,7 @@ use chrono_tz::Tz;
 
 use crate::core::audit::{AuditEvent, AuditKind};
 use crate::core::ipc::{IpcCommand, IpcRejection};
-use crate::core::ipc_auth::{DenyReason, Operation, Source, TargetLookup, authorize};
+use crate::core::ipc_auth::{DenyReason, Source, TargetLookup, authorize};
 use crate::core::time::iso;
 use crate::core::types::{RegisteredGroup, ScheduleType, ScheduledTask, TaskStatus};
 use crate::ipc::effects::{EffectError, IpcEffects};
@@ -83,7 +83,7 @@ pub async fn apply_command<E: IpcEffects>(
             .map(|folder| (task_id.clone(), folder)),
         _ => None,
     };
-    let op = operation(&command);
+    let op = command.operation();
     let decision = authorize(
         source,
         op,
@@ -107,6 +107,7 @@ pub async fn apply_command<E: IpcEffects>(
     match command {
         IpcCommand::SendMessage { chat_jid, text } => {
             effects.send_message(&chat_jid, &text).await?;
+            effects.side_effect_applied(source_folder).await;
         }
         IpcCommand::ScheduleTask {
             prompt,
@@ -143,6 +144,7 @@ pub async fn apply_command<E: IpcEffects>(
                 context_mode,
             };
             effects.create_task(task).await?;
+            effects.side_effect_applied(source_folder).await;
         }
         IpcCommand::PauseTask { task_id } => {
             effects
@@ -185,16 +187,4 @@ pub async fn apply_command<E: IpcEffects>(
         }
     }
     Ok(Outcome::Applied)
-}
-
-fn operation(command: &IpcCommand) -> Operation<'_> {
-    match command {
-        IpcCommand::SendMessage { chat_jid, .. } => Operation::SendMessage { chat_jid },
-        IpcCommand::ScheduleTask { target_jid, .. } => Operation::ScheduleTask { target_jid },
-        IpcCommand::PauseTask { task_id } => Operation::PauseTask { task_id },
-        IpcCommand::ResumeTask { task_id } => Operation::ResumeTask { task_id },
-        IpcCommand::CancelTask { task_id } => Operation::CancelTask { task_id },
-        IpcCommand::RefreshGroups => Operation::RefreshGroups,
-        IpcCommand::RegisterGroup { jid, folder, .. } => Operation::RegisterGroup { jid, folder },
-    }
 }

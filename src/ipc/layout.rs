@@ -54,6 +54,26 @@ impl IpcLayout {
         self.root.join(PROCESSING_DIR).join(folder)
     }
 
+    /// Whether `folder` has command files the watcher has not finished applying: `*.json` in its
+    /// `messages/` or `tasks/`, or anything claimed in its processing directory. The host asks before
+    /// it reports a failed run, so what the run sent still counts as output (contract §12.15).
+    pub fn has_pending_commands(&self, folder: &str) -> bool {
+        let dirs = [
+            (self.kind_dir(folder, IpcKind::Messages), true),
+            (self.kind_dir(folder, IpcKind::Tasks), true),
+            (self.processing_dir(folder), false),
+        ];
+        dirs.iter().any(|(dir, json_only)| {
+            std::fs::read_dir(dir).is_ok_and(|mut entries| {
+                entries.any(|e| {
+                    e.is_ok_and(|e| {
+                        !json_only || e.file_name().to_string_lossy().ends_with(".json")
+                    })
+                })
+            })
+        })
+    }
+
     /// Creates `<folder>/{messages,tasks,input}/` (what a run needs before it starts). Refuses folder
     /// names that are not valid group folders, so `../x` can never name a directory outside the root.
     pub fn ensure_group(&self, folder: &str) -> Result<PathBuf, IpcError> {
@@ -70,5 +90,32 @@ impl IpcLayout {
             std::fs::create_dir_all(&path).map_err(|e| IpcError::io("create", &path, e))?;
         }
         Ok(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_commands_are_json_files_in_the_command_dirs_or_anything_being_processed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = IpcLayout::new(tmp.path());
+        assert!(!layout.has_pending_commands("fam"), "no directories yet");
+        layout.ensure_group("fam").unwrap();
+        assert!(!layout.has_pending_commands("fam"));
+        let msg = layout.kind_dir("fam", IpcKind::Messages).join("1.json");
+        std::fs::write(msg.with_extension("json.tmp"), "{}").unwrap();
+        assert!(
+            !layout.has_pending_commands("fam"),
+            "a file still being written"
+        );
+        std::fs::write(&msg, "{}").unwrap();
+        assert!(layout.has_pending_commands("fam"));
+        std::fs::remove_file(&msg).unwrap();
+        std::fs::create_dir_all(layout.processing_dir("fam")).unwrap();
+        std::fs::write(layout.processing_dir("fam").join("tasks-2.json"), "{}").unwrap();
+        assert!(layout.has_pending_commands("fam"));
+        assert!(!layout.has_pending_commands("other"));
     }
 }

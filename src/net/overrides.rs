@@ -13,7 +13,7 @@ use crate::core::time::{iso, now_iso, parse_iso};
 use crate::net::NetError;
 use crate::net::egress::Egress;
 use crate::net::policy::{AllowEntry, MAX_OVERRIDE, parse_duration};
-use crate::store::{OverrideRow, Store};
+use crate::store::{OverrideRow, Store, StoreHandle};
 
 /// What [`persist_override`] stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,10 +80,13 @@ pub struct Applied(Mutex<HashSet<i64>>);
 
 impl Egress {
     /// Applies stored overrides the host has not seen yet, each for the time it has left. Call with
-    /// `store.active_overrides(now)` from the host's maintenance tick. Returns how many were new.
+    /// `store.active_overrides(now)` (the host does at startup, on SIGHUP and on its maintenance
+    /// tick). Returns how many were new. `applied` keeps only ids still active, so it stays bounded.
     pub fn sync_overrides(&self, rows: &[OverrideRow], applied: &Applied) -> usize {
         let now = Utc::now();
         let mut seen = applied.0.lock().unwrap_or_else(|e| e.into_inner());
+        // A row that left the active set has expired for good; its id can be forgotten.
+        seen.retain(|id| rows.iter().any(|r| r.id == *id));
         let mut added = 0;
         for row in rows {
             if seen.contains(&row.id) {
@@ -108,6 +111,20 @@ impl Egress {
 /// Current time in the store's format (for `active_overrides`).
 pub fn now() -> String {
     now_iso()
+}
+
+/// Reads the active overrides and applies the new ones to the live proxy (see
+/// [`Egress::sync_overrides`]). Returns how many were new.
+pub async fn sync_from_store(
+    egress: &Egress,
+    store: &StoreHandle,
+    applied: &Applied,
+) -> Result<usize, NetError> {
+    let rows = store
+        .call(|s| s.active_overrides(&now()))
+        .await
+        .map_err(|e| NetError::Policy(format!("database: {e}")))?;
+    Ok(egress.sync_overrides(&rows, applied))
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@ use crate::core::types::{Message, RegisteredGroup};
 use crate::core::wire::{ContainerInput, FrameStatus, OutputFrame};
 use crate::queue::retry::Backoff;
 use crate::queue::run::{RunControl, RunHandle, RunKind, RunOutcome, RunSpec, TaskJob};
-use crate::queue::{Ctx, GroupShared, Mail, OUTCOME_TIMEOUT};
+use crate::queue::{
+    ACTIVE_MESSAGE, ACTIVE_NONE, ACTIVE_TASK, Ctx, GroupShared, Mail, OUTCOME_TIMEOUT,
+};
 
 enum Work {
     Task(Box<dyn TaskJob>),
@@ -243,6 +245,7 @@ impl Actor {
                 .counters
                 .runs_started
                 .fetch_add(1, Ordering::Relaxed);
+            self.shared.active.store(ACTIVE_TASK, Ordering::Release);
             match self.ctx.launcher.start(spec).await {
                 Err(e) => {
                     tracing::error!(jid = %self.jid(), task = %id, cause = %e, "task run did not start");
@@ -254,6 +257,7 @@ impl Actor {
                 }
             }
         }
+        self.shared.active.store(ACTIVE_NONE, Ordering::Release);
         self.shared.tasks().running = None;
     }
 
@@ -328,10 +332,17 @@ impl Actor {
             .counters
             .runs_started
             .fetch_add(1, Ordering::Relaxed);
+        self.shared.ipc_output.store(false, Ordering::Release);
+        self.shared.active.store(ACTIVE_MESSAGE, Ordering::Release);
         let outcome = match self.ctx.launcher.start(spec).await {
             Ok(handle) => self.drive(handle, Driven::Message(&mut run)).await,
             Err(e) => RunOutcome::Error(e.to_string()),
         };
+        self.shared.active.store(ACTIVE_NONE, Ordering::Release);
+        // §12.15 fix: a message or task the run sent over IPC is output too; a retry would repeat it.
+        if self.shared.ipc_output.swap(false, Ordering::AcqRel) {
+            run.output_sent = true;
+        }
         outbound.set_typing(&self.shared.jid, false).await;
         // (g)–(h)
         let failed = run.errored || matches!(outcome, RunOutcome::Error(_));

@@ -18,7 +18,7 @@ pub mod testing;
 pub(crate) mod tests;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -145,7 +145,15 @@ struct GroupShared {
     /// The coalesced wake-up: set by intake, cleared by the actor when it reads the pending set.
     pending_messages: AtomicBool,
     tasks: Mutex<TaskIds>,
+    /// The live run: [`ACTIVE_NONE`], [`ACTIVE_MESSAGE`] or [`ACTIVE_TASK`].
+    active: AtomicU8,
+    /// The live message run caused a side effect over IPC (contract §12.15).
+    ipc_output: AtomicBool,
 }
+
+const ACTIVE_NONE: u8 = 0;
+const ACTIVE_MESSAGE: u8 = 1;
+const ACTIVE_TASK: u8 = 2;
 
 impl GroupShared {
     fn group(&self) -> RegisteredGroup {
@@ -263,6 +271,8 @@ impl Queue {
             group: Mutex::new(group),
             pending_messages: AtomicBool::new(false),
             tasks: Mutex::new(TaskIds::default()),
+            active: AtomicU8::new(ACTIVE_NONE),
+            ipc_output: AtomicBool::new(false),
         });
         let actor = actor::Actor::new(Arc::clone(&self.inner.ctx), Arc::clone(&shared), rx);
         let handle = tokio::spawn(actor.run());
@@ -355,6 +365,35 @@ impl Queue {
         }
     }
 
+    /// A live message run of the group in `folder` sent a message or created a task over IPC. That
+    /// counts as output sent (contract §12.15): the run is not retried if it then fails, and its cursor
+    /// becomes durable now, as after a reply, so a restart does not repeat it either.
+    pub async fn note_ipc_output(&self, folder: &str) {
+        let shared = self
+            .groups()
+            .values()
+            .find(|e| e.shared.group().folder == folder)
+            .map(|e| Arc::clone(&e.shared));
+        let Some(shared) = shared else {
+            return;
+        };
+        if shared.active.load(Ordering::Acquire) != ACTIVE_MESSAGE {
+            return;
+        }
+        shared.ipc_output.store(true, Ordering::Release);
+        let jid = shared.jid.clone();
+        let cursors = self.inner.ctx.cursors.clone();
+        if let Err(e) = self
+            .inner
+            .ctx
+            .store
+            .call(move |s| cursors.commit(s, &jid))
+            .await
+        {
+            tracing::error!(jid = %shared.jid, cause = %e, "cannot persist cursor after an IPC send");
+        }
+    }
+
     fn record_depth(&self, tx: &mpsc::Sender<Mail>) {
         let depth = tx.max_capacity().saturating_sub(tx.capacity());
         self.inner
@@ -404,6 +443,34 @@ impl Queue {
             actor_wakeups: c.actor_wakeups.load(Ordering::Relaxed),
             retries_scheduled: c.retries_scheduled.load(Ordering::Relaxed),
         }
+    }
+
+    /// Each group actor's state right now, ordered by JID (for `nanoclaw status`).
+    pub fn group_statuses(&self) -> Vec<crate::core::wire::GroupStatus> {
+        let mut list: Vec<_> = self
+            .groups()
+            .values()
+            .map(|e| {
+                let group = e.shared.group();
+                let tasks = e.shared.tasks();
+                crate::core::wire::GroupStatus {
+                    jid: e.shared.jid.clone(),
+                    folder: group.folder,
+                    name: group.name,
+                    run: match e.shared.active.load(Ordering::Acquire) {
+                        ACTIVE_MESSAGE => Some("message".to_string()),
+                        ACTIVE_TASK => Some("task".to_string()),
+                        _ => None,
+                    },
+                    running_task: tasks.running.clone(),
+                    pending_messages: e.shared.pending_messages.load(Ordering::Acquire),
+                    queued_tasks: tasks.queued.len(),
+                    mailbox_depth: e.tx.max_capacity().saturating_sub(e.tx.capacity()),
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.jid.cmp(&b.jid));
+        list
     }
 
     /// The store handle the queue uses (the scheduler shares it).

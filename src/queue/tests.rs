@@ -342,6 +342,51 @@ async fn contract_3_11h_failure_after_output_does_not_roll_back_or_retry() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn contract_12_15_ipc_side_effect_counts_as_output() {
+    let launcher = ScriptedLauncher::always(Behavior::Steps(vec![
+        Step::Sleep(Duration::from_secs(1)),
+        Step::Exit(RunOutcome::Error("crashed".into())),
+    ]));
+    let h = Harness::with_limit(2, launcher);
+    h.register(group("g1@g.us", "g1", false));
+    let ts = h.message("g1@g.us", "hello").await;
+    settle().await;
+    assert_eq!(h.launcher.started(), 1);
+    // The watcher applied a send_message from the run's folder while it was live.
+    h.queue.note_ipc_output("g1").await;
+    assert_eq!(
+        h.cursor("g1@g.us").await,
+        ts,
+        "durable at once, as after a reply"
+    );
+    sleep(Duration::from_secs(600)).await;
+    assert_eq!(h.launcher.started(), 1, "no retry repeats the IPC send");
+    assert_eq!(h.cursor("g1@g.us").await, ts, "no rollback");
+    assert_eq!(h.queue.stats().retries_scheduled, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn contract_12_15_ipc_output_outside_a_message_run_does_not_count() {
+    let launcher = ScriptedLauncher::new(|_, i| {
+        if i == 0 {
+            Behavior::Steps(vec![Step::Exit(RunOutcome::Error("crashed".into()))])
+        } else {
+            Behavior::reply("fine")
+        }
+    });
+    let h = Harness::with_limit(2, launcher);
+    h.register(group("g1@g.us", "g1", false));
+    // Late or stray: no run of g1 is live, so nothing is marked.
+    h.queue.note_ipc_output("g1").await;
+    let ts = h.message("g1@g.us", "hello").await;
+    settle().await;
+    assert_eq!(h.cursor("g1@g.us").await, "", "rolled back");
+    sleep(Duration::from_secs(11)).await;
+    assert_eq!(h.launcher.started(), 2, "retried");
+    assert_eq!(h.cursor("g1@g.us").await, ts);
+}
+
+#[tokio::test(start_paused = true)]
 async fn contract_3_11g_error_frame_without_output_rolls_back() {
     let launcher = ScriptedLauncher::new(|_, i| {
         if i == 0 {

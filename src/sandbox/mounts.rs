@@ -21,6 +21,7 @@ use crate::core::mount_policy::{
 };
 use crate::core::types::{FolderError, MAIN_GROUP_FOLDER, validate_folder};
 use crate::core::wire::AdditionalMount;
+use crate::ipc::INPUT_DIR;
 
 /// Group folder inside the run.
 pub const GROUP_MOUNT: &str = "/workspace/group";
@@ -176,16 +177,14 @@ pub fn group_mounts(
         false,
     ));
     let ipc = real_dir(&layout.ipc_dir(folder), Some(owner))?;
-    // The runner writes command files into messages/ and tasks/ and consumes (deletes) input files
-    // and `_close` in input/; the host creates these as root, so hand them to the run as well.
-    // Without this a non-root run never sees its idle close (found by the QEMU round-trip scenario).
-    let ipc_layout = crate::ipc::IpcLayout::new(layout.data_dir.join("ipc"));
+    // The runner publishes commands into messages/ and tasks/ and consumes (deletes) follow-ups and
+    // `_close` in input/, so those must be the run's too; the host creates them as root.
     for sub in [
-        ipc_layout.kind_dir(folder, IpcKind::Messages),
-        ipc_layout.kind_dir(folder, IpcKind::Tasks),
-        ipc_layout.input_dir(folder),
+        IpcKind::Messages.dir_name(),
+        IpcKind::Tasks.dir_name(),
+        INPUT_DIR,
     ] {
-        real_dir(&sub, Some(owner))?;
+        real_dir(&ipc.join(sub), Some(owner))?;
     }
     mounts.push(bind(ipc, IPC_MOUNT, false));
     for m in extra {
@@ -311,24 +310,20 @@ mod tests {
 
     #[test]
     fn ipc_subdirs_belong_to_the_run() {
-        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::getuid().is_root() {
+            eprintln!("skipping: chown needs root");
+            return;
+        }
         let (_t, l) = layout();
-        // As the host leaves them: created before the run, by the host's uid.
+        // As the host leaves them: created by root before the run (snapshots, `_close` cleanup).
         for sub in ["messages", "tasks", "input"] {
             fs::create_dir_all(l.ipc_dir("family").join(sub)).unwrap();
         }
-        group_mounts(&l, "family", owner(), &[]).unwrap();
-        for sub in ["messages", "tasks", "input"] {
+        group_mounts(&l, "family", (4242, 4243), &[]).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        for sub in ["", "messages", "tasks", "input"] {
             let meta = fs::metadata(l.ipc_dir("family").join(sub)).unwrap();
-            assert_eq!((meta.uid(), meta.gid()), owner(), "{sub}");
-        }
-        if nix::unistd::getuid().is_root() {
-            // Root can hand them to another uid, as the host does for the run's uid 1000.
-            group_mounts(&l, "family", (1000, 1000), &[]).unwrap();
-            let meta = fs::metadata(l.ipc_dir("family").join("input")).unwrap();
-            assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
-        } else {
-            eprintln!("skipping the chown half: needs root");
+            assert_eq!((meta.uid(), meta.gid()), (4242, 4243), "ipc/family/{sub}");
         }
     }
 

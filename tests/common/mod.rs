@@ -2,9 +2,24 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use nanoclaw::core::types::{Message, RegisteredGroup, ScheduledTask};
 use serde_json::{Value, json};
+
+/// Runs the `nanoclaw` binary with `args` and `env`, without the caller's `RUST_LOG` and
+/// `NANOCLAW_*` variables (so a developer's environment cannot change the outcome).
+pub fn nanoclaw(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanoclaw"));
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("NANOCLAW_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run nanoclaw")
+}
 
 pub fn fixture_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
