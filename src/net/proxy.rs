@@ -281,7 +281,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, ctx: Arc<RunCtx>)
                 let (s, c) = (s.clone(), c.clone());
                 async move { Ok::<_, Infallible>(route(req, s, c).await) }
             });
+            // half_close: clients such as `printf … | nc` shut their write side after the request
+            // and still wait for the answer (seen from a QEMU guest: no answer without it).
             let conn = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)

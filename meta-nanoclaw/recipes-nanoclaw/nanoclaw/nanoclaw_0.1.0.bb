@@ -72,9 +72,9 @@ SYSTEMD_SERVICE:${PN}-appliance = "data.mount"
 
 RDEPENDS:${PN}-service += "${PN}"
 RDEPENDS:${PN}-appliance += "${PN}-service"
-# `nft -j` at run time (nftables crate): meta-networking's nftables has json in its default
+# `ip netns` and veth links (net::netns) and `nft -j` at run time (nftables crate): meta-networking's nftables has json in its default
 # PACKAGECONFIG. Modules are recommendations: built-in options need no package.
-RDEPENDS:${PN} += "nftables"
+RDEPENDS:${PN} += "iproute2-ip nftables"
 RRECOMMENDS:${PN} += "${PN}-service \
     kernel-module-nf-tables \
     kernel-module-nft-ct \
