@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The project's test command (README): every test tier that can run on this machine.
-# Tests that need root or kernel features print why they skip when those are missing.
+# Tests that need root or kernel features print why they skip when those are missing. Installs
+# what it needs first (scripts/setup.sh test; root when something is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 step() { printf '\n== test: %s  [+%ss]\n' "$*" "$(( $(date +%s) - start ))"; }
+
+# What the tiers below need (Debian packages, rust targets, cargo-fuzz); a no-op when present.
+step "setup (scripts/setup.sh test)"
+scripts/setup.sh test
 
 # The runner image the end-to-end tests boot (static musl runner + busybox, squashfs).
 step "runner image (x86_64)"
@@ -29,23 +34,9 @@ packaging/check.sh
 # The IPC parser and the authorization and mount-policy evaluators under libFuzzer, 60 s each,
 # after replaying every committed regression input (fuzz/run.sh).
 step "fuzz smoke (60 s per target)"
-if command -v cargo-fuzz >/dev/null 2>&1; then
-  FUZZ_PROFILE=dev fuzz/run.sh 60
-elif [ -n "${CI:-}" ]; then
-  echo "cargo-fuzz is missing (.ci/run installs it)" >&2
-  exit 1
-else
-  echo "skipping: cargo-fuzz not installed (cargo install --locked cargo-fuzz)"
-fi
+FUZZ_PROFILE=dev fuzz/run.sh 60
 
 # Tier 2: the QEMU aarch64 acceptance suite (docs/testing.md); prints its own wall time.
 step "QEMU aarch64 acceptance suite"
-if command -v qemu-system-aarch64 >/dev/null 2>&1 && rustup target list --installed | grep -qx aarch64-unknown-linux-musl; then
-  qemu-tests/run.sh
-elif [ -n "${CI:-}" ]; then
-  echo "qemu-system-aarch64 or the aarch64 musl target is missing (qemu-tests/ci-setup.sh installs them)" >&2
-  exit 1
-else
-  echo "skipping: qemu-system-aarch64 or the aarch64-unknown-linux-musl target missing (run qemu-tests/ci-setup.sh as root)"
-fi
+qemu-tests/run.sh
 step "done"
