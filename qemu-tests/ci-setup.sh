@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Host setup for scripts/cross-build.sh and qemu-tests/run.sh on Debian 12 (CI runs it as root;
-# the packages can also be added to .ci/run's own list). Idempotent.
+# the packages can also be added to scripts/setup.sh's own list; setup.sh test calls this). Idempotent.
 #   qemu-system-arm: qemu-system-aarch64   clang-14 llvm-14: cross C compiler + llvm-ar (SQLite, ring)
 #   kmod: depmod/modprobe on the arm64 module tree   cpio: initramfs   e2fsprogs: mkfs.ext4 + debugfs
 #   fdisk: sfdisk (GPT)   squashfs-tools: the runner image   python3: layout.toml, cargo metadata
