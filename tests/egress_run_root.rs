@@ -167,9 +167,9 @@ fn the_proxy_serves_allowlisted_hosts_to_a_container_and_refuses_the_rest() {
         };
         let net = w.egress.begin_run("run-proxy", "dev").await.unwrap();
         // `allowed.test:443,80` is on dev's list, `other.test` is not. Requests are written by hand
-        // and sent with busybox nc (Debian 12's busybox-static wget segfaults on every request, on
-        // the host too, and cannot CONNECT anyway); stdin stays open a moment so nc does not
-        // half-close before the answer.
+        // and sent with busybox nc (Debian 12's busybox-static wget segfaulted here with a proxy
+        // set, docs/runner.md, and cannot CONNECT anyway); stdin stays open a moment so nc does
+        // not half-close before the answer.
         let script = format!(
             "{PROXY_VARS}
             echo '== connect-allowed'
