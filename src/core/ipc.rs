@@ -204,7 +204,7 @@ pub enum IpcKind {
 
 impl IpcKind {
     /// The subdirectory name under the group's IPC namespace.
-    pub fn dir_name(self) -> &'static str {
+    pub const fn dir_name(self) -> &'static str {
         match self {
             Self::Messages => "messages",
             Self::Tasks => "tasks",

@@ -14,6 +14,13 @@ pub const PROCESSING_DIR: &str = ".processing";
 pub const INPUT_DIR: &str = "input";
 /// The close sentinel inside `input/` (contract §5.14).
 pub const CLOSE_SENTINEL: &str = "_close";
+/// A group's IPC subdirectories: what a run writes commands into and reads follow-ups from. The
+/// run's uid must own them (`sandbox::mounts`).
+pub const GROUP_SUBDIRS: [&str; 3] = [
+    IpcKind::Messages.dir_name(),
+    IpcKind::Tasks.dir_name(),
+    INPUT_DIR,
+];
 /// Snapshot file names (contract §8.12).
 pub const TASKS_SNAPSHOT: &str = "current_tasks.json";
 pub const GROUPS_SNAPSHOT: &str = "available_groups.json";
@@ -81,11 +88,7 @@ impl IpcLayout {
             return Err(IpcError::BadFolder(folder.to_string()));
         }
         let dir = self.group_dir(folder);
-        for sub in [
-            IpcKind::Messages.dir_name(),
-            IpcKind::Tasks.dir_name(),
-            INPUT_DIR,
-        ] {
+        for sub in GROUP_SUBDIRS {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(|e| IpcError::io("create", &path, e))?;
         }

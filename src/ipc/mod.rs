@@ -28,6 +28,6 @@ pub use effects::{EffectError, IpcEffects, SentMessage, StoreEffects};
 pub use error::IpcError;
 pub use handler::{HandlerConfig, Outcome, apply_command, new_task_id};
 pub use input::{clear_close, pipe_input, write_close};
-pub use layout::{ERRORS_DIR, INPUT_DIR, IpcLayout, PROCESSING_DIR};
+pub use layout::{ERRORS_DIR, GROUP_SUBDIRS, INPUT_DIR, IpcLayout, PROCESSING_DIR};
 pub use snapshot::{available_groups, write_atomic, write_groups_snapshot, write_tasks_snapshot};
 pub use watcher::{IpcWatcher, WatcherConfig, WatcherStats};

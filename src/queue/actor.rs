@@ -370,13 +370,8 @@ impl Actor {
         }
     }
 
-    /// Makes the chat's live cursor durable: the user has seen an answer to everything up to it.
     async fn commit_cursor(&self) {
-        let jid = self.shared.jid.clone();
-        let cursors = self.ctx.cursors.clone();
-        if let Err(e) = self.ctx.store.call(move |s| cursors.commit(s, &jid)).await {
-            tracing::error!(jid = %self.jid(), cause = %e, "cannot persist cursor");
-        }
+        self.ctx.commit_cursor(&self.shared.jid).await;
     }
 
     /// Schedules a message check after the next backoff delay, or gives up (contract §5.10). The

@@ -190,6 +190,15 @@ impl Ctx {
     fn shutting_down(&self) -> bool {
         *self.shutdown.borrow() || self.shutdown.has_changed().is_err()
     }
+
+    /// Makes the chat's live cursor durable: the user has seen an answer to everything up to it.
+    async fn commit_cursor(&self, jid: &str) {
+        let cursors = self.cursors.clone();
+        let owned = jid.to_string();
+        if let Err(e) = self.store.call(move |s| cursors.commit(s, &owned)).await {
+            tracing::error!(%jid, cause = %e, "cannot persist cursor");
+        }
+    }
 }
 
 /// The queue: a cloneable handle to the group actors.
@@ -381,17 +390,7 @@ impl Queue {
             return;
         }
         shared.ipc_output.store(true, Ordering::Release);
-        let jid = shared.jid.clone();
-        let cursors = self.inner.ctx.cursors.clone();
-        if let Err(e) = self
-            .inner
-            .ctx
-            .store
-            .call(move |s| cursors.commit(s, &jid))
-            .await
-        {
-            tracing::error!(jid = %shared.jid, cause = %e, "cannot persist cursor after an IPC send");
-        }
+        self.inner.ctx.commit_cursor(&shared.jid).await;
     }
 
     fn record_depth(&self, tx: &mpsc::Sender<Mail>) {

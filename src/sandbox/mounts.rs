@@ -15,13 +15,12 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::spec::BindMount;
-use crate::core::ipc::IpcKind;
 use crate::core::mount_policy::{
     self, EXTRA_MOUNT_ROOT, MountAllowlist, MountPolicy, PathResolver, ValidatedMount,
 };
 use crate::core::types::{FolderError, MAIN_GROUP_FOLDER, validate_folder};
 use crate::core::wire::AdditionalMount;
-use crate::ipc::INPUT_DIR;
+use crate::ipc::GROUP_SUBDIRS;
 
 /// Group folder inside the run.
 pub const GROUP_MOUNT: &str = "/workspace/group";
@@ -179,11 +178,7 @@ pub fn group_mounts(
     let ipc = real_dir(&layout.ipc_dir(folder), Some(owner))?;
     // The runner publishes commands into messages/ and tasks/ and consumes (deletes) follow-ups and
     // `_close` in input/, so those must be the run's too; the host creates them as root.
-    for sub in [
-        IpcKind::Messages.dir_name(),
-        IpcKind::Tasks.dir_name(),
-        INPUT_DIR,
-    ] {
+    for sub in GROUP_SUBDIRS {
         real_dir(&ipc.join(sub), Some(owner))?;
     }
     mounts.push(bind(ipc, IPC_MOUNT, false));
